@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -132,7 +132,9 @@ class _Stages:
         return self.net.apply(variables, x, self.start, self.stop, self.activation)
 
 
-def _resolve_weights(model: ModelInfo, weights: str | os.PathLike | None, seed: int):
+def _resolve_weights(model: ModelInfo, weights: Any, seed: int):
+    if isinstance(weights, Mapping):
+        return weights
     if weights is None:
         weights = "pretrained" if model.pretrained is not None else "random"
     if weights == "random":
@@ -150,7 +152,7 @@ def _resolve_weights(model: ModelInfo, weights: str | os.PathLike | None, seed: 
 
 
 def load(name: str, *, layer: str | None = None,
-         weights: str | os.PathLike | None = None, activation: str = "relu",
+         weights: str | os.PathLike | Mapping | None = None, activation: str = "relu",
          seed: int = 0) -> Split:
     """Loads a zoo model split at ``layer``.
 
@@ -160,7 +162,8 @@ def load(name: str, *, layer: str | None = None,
       weights: ``None`` for the model's default (the bundled ImageNet weights of
         ``efficientnet_lite0``, seeded random variables otherwise), ``"random"``,
         ``"pretrained"``, a PyTorch checkpoint path (``.pth``; converted once and cached
-        in ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam``), or a converted ``.msgpack`` file.
+        in ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam``), a converted ``.msgpack`` file, or
+        variables already loaded (``other_split.variables``: re-split at another layer).
       activation: the activation of the head (everything after the split): ``"relu"``
         (the model's own ReLU/ReLU6) or a smooth ``"gelu"``, ``"silu"``, ``"softplus"``.
         The smooth ones are a study tool for exact higher-order derivatives: the
