@@ -30,6 +30,10 @@ class Split:
       piecewise_linear_head: True when everything after the split is ReLU/ReLU6,
         max/average pooling, affine or linear, so the head is linear almost everywhere
         and its second and higher derivatives vanish. Leave False when unsure.
+      gap_linear_head: True when the head is global average pooling followed by one
+        linear layer, the architecture CAM (Zhou et al., 2016) requires.
+      guided: ``guided(variables, x) -> logits``, the full forward pass with every ReLU
+        replaced by :func:`jaxcam.guided_relu` (needed by guided backpropagation only).
 
     Example: a user-defined split from any two functions::
 
@@ -43,6 +47,8 @@ class Split:
     layer: str = struct.field(pytree_node=False, default="")
     preprocess: Callable[..., Any] | None = struct.field(pytree_node=False, default=None)
     piecewise_linear_head: bool = struct.field(pytree_node=False, default=False)
+    gap_linear_head: bool = struct.field(pytree_node=False, default=False)
+    guided: Callable[[Any, Array], Array] | None = struct.field(pytree_node=False, default=None)
 
     def activations(self, x: Array) -> Array:
         """A = features(variables, x)."""

@@ -11,6 +11,7 @@ which keeps checkpoint conversion a rename-and-transpose table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,10 +29,43 @@ ACTIVATIONS = ("relu", "gelu", "silu", "softplus")
 PIECEWISE_LINEAR_ACTIVATIONS = frozenset({"relu"})
 
 
+def _relu(x: Array, cap: float | None) -> Array:
+    return jnp.clip(x, 0.0, cap) if cap is not None else jax.nn.relu(x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def guided_relu(x: Array, cap: float | None = None) -> Array:
+    """ReLU (ReLU6 with ``cap=6``) whose backward pass follows guided backpropagation.
+
+    Forward: the plain ReLU. Backward (Springenberg et al., 2015): the gradient passes only
+    where both the forward input lies in the linear region (0 < x, and x < cap) and the
+    incoming gradient is positive. A user network supports :func:`jaxcam.guided_backprop`
+    by using this in place of its ReLUs in the function given as ``Split(guided=...)``.
+    """
+    return _relu(x, cap)
+
+
+def _guided_fwd(x, cap):
+    return _relu(x, cap), x
+
+
+def _guided_bwd(cap, x, g):
+    passes = (x > 0) & (g > 0)
+    if cap is not None:
+        passes = passes & (x < cap)
+    return (jnp.where(passes, g, 0.0),)
+
+
+guided_relu.defvjp(_guided_fwd, _guided_bwd)
+
+
 def activate(x: Array, kind: str, cap: float | None = None) -> Array:
-    """Applies the activation ``kind`` ("relu" means ReLU, or ReLU6 when ``cap=6``)."""
+    """Applies the activation ``kind`` ("relu" means ReLU, or ReLU6 when ``cap=6``;
+    "guided_relu" the same with the guided-backpropagation backward rule)."""
     if kind == "relu":
-        return jnp.clip(x, 0.0, cap) if cap is not None else jax.nn.relu(x)
+        return _relu(x, cap)
+    if kind == "guided_relu":
+        return guided_relu(x, cap)
     if kind == "gelu":
         return jax.nn.gelu(x, approximate=False)
     if kind == "silu":

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
 from jaxcam._split import Split
-from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, Stage, StagedNet,
-                                   stage_index, stage_names)
+from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
+                                   Linear, Stage, StagedNet, stage_index, stage_names)
 from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages
 from jaxcam.models.resnet import resnet_stages
 from jaxcam.models.vgg import vgg_default_layer, vgg_stages
@@ -195,4 +195,6 @@ def load(name: str, *, layer: str | None = None,
         layer=layer,
         preprocess=model.preprocess,
         piecewise_linear_head=piecewise_linear,
+        gap_linear_head=[type(s.op) for s in head_stages] == [GlobalAvgPool, Linear],
+        guided=_Stages(model.net, 0, None, "guided_relu"),
     )
