@@ -79,10 +79,13 @@ def to_original(cam, image_shape: tuple[int, ...], preprocess: Preprocess | None
     bx = (left + 0.5 * size_x / wc) * width / rw - 0.5
     by = (top + 0.5 * size_y / hc) * height / rh - 0.5
     m = np.float32([[ax, 0, bx], [0, ay, by]])
-    warp = dict(dsize=(width, height), flags=cv2.INTER_LINEAR)
-    on_photo = cv2.warpAffine(cam, m, borderMode=cv2.BORDER_REPLICATE, **warp)
-    inside = cv2.warpAffine(np.ones_like(cam), m, borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=0.0, **warp) > 0.5
+    on_photo = cv2.warpAffine(cam, m, dsize=(width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    # photo pixels whose centre falls on the map's extent [-0.5, size - 0.5]
+    xc = (np.arange(width) - bx) / ax
+    yc = (np.arange(height) - by) / ay
+    inside = (((yc >= -0.5) & (yc <= hc - 0.5))[:, None]
+              & ((xc >= -0.5) & (xc <= wc - 0.5))[None, :])
     return np.where(inside, on_photo, 0.0).astype(np.float32), inside
 
 
