@@ -1,14 +1,113 @@
-"""Derivatives of the explained score with respect to the activations A."""
+"""Pure (diagonal) derivatives of the explained score in every activation.
+
+Grad-CAM++ (eq. 10) needs, for every element A_i of the activations, the pure partial
+derivatives d^k Y / dA_i^k, k = 1, 2, 3: the derivatives of t -> Y(A + t e_i) at t = 0.
+
+Two exact engines compute them and must agree:
+
+* generic: one directional Taylor expansion per basis vector e_i, by nested ``jax.jvp``
+  (every primitive has a JVP rule, max-pool included), ``vmap``-ed over chunks of
+  directions under ``lax.map``, so memory is bounded by the chunk, not by the element
+  count.
+* linearised, for piecewise-linear heads: near almost every A the logits are
+  S(A + t e_i) = S(A) + t J e_i, so the derivatives along e_i are those of the link
+  along the column u_i = J e_i of the logit Jacobian J (C x n). Links of the target logit
+  alone ("logit", "exp") need one row of J (the gradient); the others need all C rows,
+  built by min(C, n) vector products. The link's derivatives along each column are tiny.
+
+``mode="approx"`` is the closed form every other library uses: D_k = g^k with g = dY/dA.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxcam._targets import Objective
+from jaxcam._targets import SCALAR_LINKS, VECTOR_LINKS, Objective
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
+ENGINES = ("auto", "generic", "linearised")
+DEFAULT_CHUNK = 256
+
+
+def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -> Array:
+    """[d^k/dt^k fn(a + t v) at t = 0 for k = 1..order], by nested ``jax.jvp``.
+
+    ``fn`` may return any shape; the result has a leading axis of length ``order``.
+    One nesting level per order: level j turns every value into (value, derivative along
+    v), so after ``order`` levels the entry at index 2^k - 1 is the k-th derivative.
+    """
+    def lift(f):
+        def lifted(x):
+            primals, tangents = jax.jvp(f, (x,), (v,))
+            return (*primals, *tangents)
+        return lifted
+
+    g = lambda x: (fn(x),)  # noqa: E731
+    for _ in range(order):
+        g = lift(g)
+    values = g(a)
+    return jnp.stack([values[2**k - 1] for k in range(1, order + 1)])
+
+
+def _map_chunks(f: Callable[[Array], Array], n: int, chunk: int) -> Array:
+    """Stacks f(indices) over consecutive chunks of range(n): (n, ...) from (chunk, ...)."""
+    chunk = max(1, min(chunk, n))
+    count = math.ceil(n / chunk)
+    out = jax.lax.map(lambda start: f(start + jnp.arange(chunk)), jnp.arange(count) * chunk)
+    return out.reshape(count * chunk, *out.shape[2:])[:n]
+
+
+def _generic(fn, a: Array, order: int, chunk: int) -> tuple[Array, ...]:
+    n = a.size
+
+    def directions(idx):
+        basis = (idx[:, None] == jnp.arange(n)[None, :]).astype(a.dtype)
+        return jax.vmap(lambda v: taylor_along(fn, a, v.reshape(a.shape), order))(basis)
+
+    d = _map_chunks(directions, n, chunk)  # (n, order); padded indices give zero directions
+    return tuple(d[:, k].reshape(a.shape) for k in range(order))
+
+
+def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
+                     mode: str = "exact", chunk_size: int | None = None) -> tuple[Array, ...]:
+    """Pure partial derivatives d^k fn / d a_i^k of a scalar function, for every element.
+
+    Args:
+      fn: scalar function of an array.
+      a: the point, any shape.
+      order: the highest derivative (1, 2, 3, ...).
+      mode: "exact" (generic engine: nested ``jax.jvp`` along every basis vector) or
+        "approx" (the closed form of Grad-CAM++: g, g^2, g^3, ... with g = grad fn; exact
+        only for fn = exp(linear)).
+      chunk_size: directions evaluated together (``vmap``); memory grows with it. Default
+        256.
+
+    Returns:
+      A tuple of ``order`` arrays shaped like ``a``: (D1, D2, ...).
+
+    Example::
+
+        d1, d2, d3 = jaxcam.pure_derivatives(lambda a: jnp.sum(jnp.sin(a)), a)
+        # d1 = cos(a), d2 = -sin(a), d3 = -cos(a)
+    """
+    _check_choice("mode", mode, DERIVATIVES)
+    if mode == "approx":
+        g = jax.grad(fn)(a)
+        return tuple(g**k for k in range(1, order + 1))
+    return _generic(fn, a, order, chunk_size or DEFAULT_CHUNK)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
+
+
+# --- the explained score of a split: per-example scalar functions of A
 
 
 def head_gradient(split, a: Array, objective: Objective, classes: Array):
@@ -25,14 +124,66 @@ def head_gradient(split, a: Array, objective: Objective, classes: Array):
     return g, logits, classes
 
 
-def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, order: int,
-                    mode: str = "approx") -> tuple[Array, ...]:
-    """The pure derivatives d^k Y / d(A_i)^k, k = 1..order, of every element of A.
+def _needs_one_row(objective: Objective) -> bool:
+    return objective.fn is None and objective.link in SCALAR_LINKS
 
-    ``mode="approx"`` is the closed form of Grad-CAM++ (eq. 19): with g = dY/dA, the
-    k-th derivative is taken as g^k, exact for the "exp" link on a piecewise-linear head.
+
+def _linearised_one(split, a: Array, s0: Array, c: Array, objective: Objective, order: int,
+                    chunk: int) -> tuple[Array, ...]:
+    """Linearised engine for ONE example: a (h, w, K), logits s0 (C,), class c."""
+    head = lambda a: split.logits_from(a[None])[0]  # noqa: E731
+    if _needs_one_row(objective):
+        # Y depends on S_c alone: the column of J we need is the gradient row u = dS_c/dA,
+        # and the k-th derivative is link^(k)(S_c) u^k, elementwise.
+        _, head_vjp = jax.vjp(head, a)
+        (u,) = head_vjp(jax.nn.one_hot(c, s0.shape[-1], dtype=s0.dtype))
+        link = VECTOR_LINKS[objective.link]
+        scalar = lambda z: link(s0[c] + z)  # noqa: E731  (elementwise in z)
+        d = taylor_along(scalar, jnp.zeros_like(u), u, order)
+        return tuple(d)
+    n, classes = a.size, s0.shape[-1]
+    if classes <= n:  # C vector-Jacobian products: the rows of J
+        _, head_vjp = jax.vjp(head, a)
+        jac = jax.vmap(lambda e: head_vjp(e)[0])(jnp.eye(classes, dtype=s0.dtype))
+        columns = jac.reshape(classes, n).T                        # (n, C)
+    else:             # n Jacobian-vector products: the columns of J
+        basis = jnp.eye(n, dtype=a.dtype).reshape(n, *a.shape)
+        columns = jax.vmap(lambda v: jax.jvp(head, (a,), (v,))[1])(basis)  # (n, C)
+    score = lambda s: objective(s[None], c[None])[0]  # noqa: E731
+
+    def along(idx):
+        cols = columns[jnp.minimum(idx, n - 1)]
+        return jax.vmap(lambda u: taylor_along(score, s0, u, order))(cols)
+
+    d = _map_chunks(along, n, chunk)  # (n, order)
+    return tuple(d[:, k].reshape(a.shape) for k in range(order))
+
+
+def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, order: int,
+                    mode: str = "approx", engine: str = "auto",
+                    chunk_size: int | None = None) -> tuple[Array, ...]:
+    """(D1, .., D_order), each (B, h, w, K): pure derivatives of each example's score Y_b
+    in each of its activations.
+
+    Args:
+      mode: "approx" (closed form g^k) or "exact".
+      engine: for "exact": "generic", "linearised" (valid for piecewise-linear heads
+        only), or "auto" (linearised when ``split.piecewise_linear_head``).
     """
-    if mode != "approx":
-        raise ValueError(f"unknown derivatives mode {mode!r}; expected one of {DERIVATIVES}")
-    g, _, _ = head_gradient(split, a, objective, classes)
-    return tuple(g**k for k in range(1, order + 1))
+    _check_choice("derivatives", mode, DERIVATIVES)
+    _check_choice("engine", engine, ENGINES)
+    g, logits, classes = head_gradient(split, a, objective, classes)
+    if mode == "approx":
+        return tuple(g**k for k in range(1, order + 1))
+    chunk = chunk_size or DEFAULT_CHUNK
+    if engine == "auto":
+        engine = "linearised" if split.piecewise_linear_head else "generic"
+    if engine == "linearised":
+        one = lambda a, s0, c: _linearised_one(split, a, s0, c, objective, order, chunk)  # noqa: E731
+        return jax.vmap(one)(a, jax.lax.stop_gradient(logits), classes)
+
+    def one(a, c):
+        score = lambda a: objective(split.logits_from(a[None]), c[None])[0]  # noqa: E731
+        return _generic(score, a, order, chunk)
+
+    return jax.vmap(one)(a, classes)

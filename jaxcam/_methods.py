@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any
 
 import jax
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam import _weighting as W
-from jaxcam._derivatives import DERIVATIVES, cam_derivatives, head_gradient
+from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
 from jaxcam._split import Split
 from jaxcam._targets import Objective, resolve
 
@@ -56,11 +57,30 @@ class CAMWeights:
 @dataclasses.dataclass(frozen=True)
 class GradCAMPPWeights:
     eps: float = 0.0
+    variant: str = "paper"
     order = 3
     rectify = True
 
     def __call__(self, a, derivs):
-        return W.grad_cam_pp_weights(a, *derivs, eps=self.eps)
+        return W.grad_cam_pp_weights(a, *derivs, eps=self.eps, variant=self.variant)
+
+
+@dataclasses.dataclass(frozen=True)
+class Derivatives:
+    """How the derivatives of the score in A are computed (static)."""
+
+    mode: str = "approx"
+    engine: str = "auto"
+    chunk_size: int | None = None
+
+    def __call__(self, split, a, objective, classes, order):
+        return cam_derivatives(split, a, objective, classes, order=order, mode=self.mode,
+                               engine=self.engine, chunk_size=self.chunk_size)
+
+
+def _counterfactual(derivs):
+    # Explaining a decrease: derivatives along -e_i, i.e. D_k -> (-1)^k D_k.
+    return tuple(d if k % 2 == 0 else -d for k, d in enumerate(derivs, start=1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +89,16 @@ class _GradientCAM:
 
     objective: Objective
     weighting: Any
-    derivatives: str = "approx"
+    derivatives: Derivatives = Derivatives()
     counterfactual: bool = False
     upsample: bool = True
     normalize: bool = True
 
     def maps(self, split: Split, x: Array, classes: Array) -> Array:
         a = split.activations(x)
-        derivs = cam_derivatives(split, a, self.objective, classes,
-                                 order=self.weighting.order, mode=self.derivatives)
+        derivs = self.derivatives(split, a, self.objective, classes, self.weighting.order)
         if self.counterfactual:
-            # Explaining a decrease: derivatives along -e_i, i.e. D_k -> (-1)^k D_k.
-            derivs = tuple(d if k % 2 == 0 else -d for k, d in enumerate(derivs, start=1))
+            derivs = _counterfactual(derivs)
         weights = self.weighting(a, derivs)
         raw = W.channel_sum(a, weights)
         raw = jax.nn.relu(raw) if self.weighting.rectify else raw
@@ -176,15 +194,17 @@ def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
     """
     x = _check(split, x)
     objective, classes = resolve(split, x, target, link)
-    program = _GradientCAM(objective, GradCAMWeights(), "approx", counterfactual, upsample,
-                           normalize)
+    program = _GradientCAM(objective, GradCAMWeights(), Derivatives(), counterfactual,
+                           upsample, normalize)
     return _run(program, split, x, classes)
 
 
 def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
-                derivatives: str = "approx", counterfactual: bool = False, eps: float = 0.0,
-                upsample: bool = True, normalize: bool = True) -> Array:
-    """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv 1710.11063).
+                derivatives: str = "approx", engine: str = "auto",
+                chunk_size: int | None = None, variant: str = "paper",
+                counterfactual: bool = False, eps: float = 0.0, upsample: bool = True,
+                normalize: bool = True) -> Array:
+    """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv 1710.11063), exact or closed form.
 
     w_k = sum_ij alpha^k_ij ReLU(D1), alpha^k_ij = D2 / (2 D2 + (sum_ab A^k_ab) D3) (eq. 10),
     map = ReLU(sum_k w_k A^k), where D1, D2, D3 are the pure first, second and third
@@ -193,22 +213,69 @@ def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
     ``derivatives="approx"`` is the closed form (eq. 19) every other library computes:
     D_k = g^k with g = dY/dA, exact for the "exp" link on a piecewise-linear head
     (alpha = g^2 / (2 g^2 + (sum_ab A_ab) g^3); alpha = 0 where g = 0).
+    ``derivatives="exact"`` computes the true pure derivatives (see
+    :func:`jaxcam.pure_derivatives`). They differ from the closed form for the
+    "softmax" and "log_softmax" links and for smooth heads. With the "logit" link on a
+    piecewise-linear head the exact D2 = D3 = 0, eq. 10 is 0/0, alpha is set to 0 and
+    the map is zero; a warning says so.
 
     Args:
       split, x, target, counterfactual, upsample, normalize: as :func:`grad_cam`.
-      link: the paper's choice is "exp" (Y = exp(S)).
-      derivatives: "approx" (closed form).
+      link: "exp" (the paper: Y = exp(S)), "softmax", "log_softmax" or "logit".
+      derivatives: "approx" (closed form) or "exact".
+      engine: exact derivatives by the "linearised" engine (piecewise-linear heads), the
+        "generic" one (any head; one Taylor expansion per activation), or "auto"
+        (linearised when ``split.piecewise_linear_head``).
+      chunk_size: activations (directions) handled together by the exact engines;
+        bounds their memory.
+      variant: "paper" (eq. 10), "torchcam" (mixed-index denominator
+        2 D2 + sum_ab A_ab D3_ab), or "renormalized" (alpha divided by its per-channel sum,
+        as the authors' TensorFlow code and tf-keras-vis).
       eps: added to alpha's denominator (pytorch-grad-cam uses 1e-6; the paper none).
 
     Returns:
       Maps (B, H, W), or (B, h, w) with ``upsample=False``.
+
+    Example::
+
+        exact = jaxcam.grad_cam_pp(split, x, 282, link="softmax", derivatives="exact")
     """
     x = _check(split, x)
-    _check_choice("derivatives", derivatives, DERIVATIVES)
-    objective, classes = resolve(split, x, target, link)
-    program = _GradientCAM(objective, GradCAMPPWeights(float(eps)), derivatives,
-                           counterfactual, upsample, normalize)
+    objective, classes, weighting, derivs = _grad_cam_pp_options(
+        split, x, target, link, derivatives, engine, chunk_size, variant, eps)
+    program = _GradientCAM(objective, weighting, derivs, counterfactual, upsample, normalize)
     return _run(program, split, x, classes)
+
+
+_WARNED_ZERO_CURVATURE: set = set()
+
+
+def _grad_cam_pp_options(split, x, target, link, derivatives, engine, chunk_size, variant,
+                         eps):
+    """Checks Grad-CAM++'s options; returns (objective, classes, weighting, derivatives)."""
+    _check_choice("derivatives", derivatives, DERIVATIVES)
+    _check_choice("engine", engine, ENGINES)
+    _check_choice("variant", variant, W.VARIANTS)
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    if engine == "linearised" and not split.piecewise_linear_head:
+        raise ValueError("engine='linearised' is exact only for piecewise-linear heads "
+                         "(split.piecewise_linear_head is False); use engine='generic'")
+    objective, classes = resolve(split, x, target, link)
+    if derivatives == "exact" and link == "logit" and split.piecewise_linear_head:
+        key = (split.layer, link)
+        if key not in _WARNED_ZERO_CURVATURE:
+            _WARNED_ZERO_CURVATURE.add(key)
+            warnings.warn(
+                "exact Grad-CAM++ with link='logit' on a piecewise-linear head: the logit "
+                "is linear in the activations almost everywhere, so D2 = D3 = 0, eq. 10 is "
+                "0/0 and the maps are zero. The exact form is meaningful with link='exp' "
+                "(equal to the closed form there), link='softmax' or 'log_softmax', or a "
+                "smooth head (jaxcam.models.load(..., activation='gelu')).",
+                UserWarning, stacklevel=3)
+    weighting = GradCAMPPWeights(float(eps), variant)
+    derivs = Derivatives(derivatives, engine, None if chunk_size is None else int(chunk_size))
+    return objective, classes, weighting, derivs
 
 
 def cam(split: Split, x: Array, target=None, *, upsample: bool = True,
@@ -228,7 +295,7 @@ def cam(split: Split, x: Array, target=None, *, upsample: bool = True,
             "Split(gap_linear_head=True)). Split a ResNet at 'layer4' or EfficientNet-Lite0 "
             "at '_swish', or use grad_cam, which works for any head.")
     objective, classes = resolve(split, x, target, "logit")
-    program = _GradientCAM(objective, CAMWeights(), "approx", False, upsample, normalize)
+    program = _GradientCAM(objective, CAMWeights(), Derivatives(), False, upsample, normalize)
     return _run(program, split, x, classes)
 
 
@@ -258,6 +325,118 @@ def guided_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
     _check_guided(split)
     objective, classes = resolve(split, x, target, link)
     program = _GuidedGradCAM(
-        _GradientCAM(objective, GradCAMWeights(), "approx", counterfactual, True, True),
+        _GradientCAM(objective, GradCAMWeights(), Derivatives(), counterfactual, True, True),
         _GuidedBackprop(objective))
     return _run(program, split, x, classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SmoothGradCAMPP:
+    """Smooth Grad-CAM++: D1, D2, D3 averaged over noisy copies of the input."""
+
+    objective: Objective
+    weighting: GradCAMPPWeights
+    derivatives: Derivatives
+    n_samples: int
+    noise: float
+    sample_chunk: int
+    counterfactual: bool = False
+    upsample: bool = True
+    normalize: bool = True
+
+    def __call__(self, split: Split, x: Array, classes: Array, key: Array) -> Array:
+        a = split.activations(x)
+        # The class is fixed on the clean image, so every noisy copy explains the same one.
+        classes = self.objective.classes(split.logits_from(a), classes)
+        objective = dataclasses.replace(self.objective, predicted=False)
+        span = jnp.max(x, axis=(1, 2, 3), keepdims=True) - jnp.min(x, axis=(1, 2, 3),
+                                                                   keepdims=True)
+        sigma = self.noise * span
+        order = self.weighting.order
+
+        def sample(k):
+            noisy = x + sigma * jax.random.normal(k, x.shape, x.dtype)
+            a_noisy = split.activations(noisy)
+            derivs = self.derivatives(split, a_noisy, objective, classes, order)
+            return (*derivs, a_noisy)
+
+        chunk = max(1, min(self.sample_chunk, self.n_samples))
+        steps = -(-self.n_samples // chunk)
+        keys = jax.random.split(key, steps * chunk).reshape(steps, chunk)
+        used = (jnp.arange(steps * chunk) < self.n_samples).reshape(steps, chunk)
+
+        def accumulate(total, step):
+            keys_i, used_i = step
+            values = jax.vmap(sample)(keys_i)                 # each (chunk, B, h, w, K)
+            weights = used_i.astype(x.dtype)[:, None, None, None, None]
+            sums = tuple(jnp.sum(v * weights, axis=0) for v in values[:order])
+            last = jnp.max(jnp.where(used_i, jnp.arange(chunk), -1))
+            lasts = tuple(v[last] for v in values[:1] + values[order:])
+            return tuple(t + s for t, s in zip(total[:order], sums)) + lasts, None
+
+        zeros = tuple(jnp.zeros_like(a) for _ in range(order + 2))
+        totals, _ = jax.lax.scan(accumulate, zeros, (keys, used))
+        means = tuple(t / self.n_samples for t in totals[:order])
+        if self.weighting.variant == "torchcam":
+            # torch-cam averages g^2 and g^3 but takes ReLU(g) and A from the last pass.
+            last_d1, last_a = totals[order:]
+            derivs, a = (last_d1, *means[1:]), last_a
+        else:
+            derivs = means
+        if self.counterfactual:
+            derivs = _counterfactual(derivs)
+        raw = jax.nn.relu(W.channel_sum(a, self.weighting(a, derivs)))
+        return _finish(raw, x.shape[1:3], self.upsample, self.normalize)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run_keyed(program, split: Split, x: Array, classes: Array, key: Array) -> Array:
+    return program(split, x, classes, key)
+
+
+def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
+                       n_samples: int = 25, noise: float = 0.15, link: str = "exp",
+                       derivatives: str = "approx", engine: str = "auto",
+                       chunk_size: int | None = None, sample_chunk: int | None = None,
+                       variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
+                       upsample: bool = True, normalize: bool = True) -> Array:
+    """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv 1908.01224).
+
+    For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
+    (the SmoothGrad convention; the paper's default spread is 0.15), the pure derivatives
+    D1, D2, D3 of the score in the noisy activations are each averaged over the copies,
+    then eq. 10 gives alpha and eq. 5 the weights.
+
+    Which activations enter the sums: the CLEAN image's A, in sum_ab A^k_ab of alpha's
+    denominator and in the map sum_k w_k A^k. The noise smooths the derivatives (the
+    gradient's sensitivity to tiny input changes); the map should show where the features
+    of the actual image are, as in the paper's description. (``variant="torchcam"``
+    instead takes ReLU(g) and A from the last noisy copy, as torch-cam does.)
+
+    The target class is fixed on the clean image. The noisy copies come from ``key``
+    alone (same key, same map) and are evaluated ``sample_chunk`` at a time with ``vmap``
+    and summed in a ``lax.scan``, so memory is bounded by the chunk.
+
+    Args:
+      key: a ``jax.random`` key.
+      n_samples: the number of noisy copies (>= 1).
+      noise: the noise spread relative to each image's value range (>= 0).
+      sample_chunk: copies evaluated together (default all, up to 8).
+      Others: as :func:`grad_cam_pp`.
+
+    Returns:
+      Maps (B, H, W), or (B, h, w) with ``upsample=False``.
+    """
+    x = _check(split, x)
+    if int(n_samples) < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+    if not float(noise) >= 0:
+        raise ValueError(f"noise must be >= 0 (a fraction of the input's range), got {noise}")
+    if sample_chunk is not None and int(sample_chunk) < 1:
+        raise ValueError(f"sample_chunk must be a positive integer, got {sample_chunk}")
+    objective, classes, weighting, derivs = _grad_cam_pp_options(
+        split, x, target, link, derivatives, engine, chunk_size, variant, eps)
+    program = _SmoothGradCAMPP(objective, weighting, derivs, int(n_samples), float(noise),
+                               int(sample_chunk or min(int(n_samples), 8)), counterfactual,
+                               upsample, normalize)
+    return _run_keyed(program, split, x, classes, key)

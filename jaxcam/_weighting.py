@@ -19,22 +19,47 @@ def grad_cam_weights(d1: Array) -> Array:
     return jnp.mean(d1, axis=SPATIAL)
 
 
-def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0) -> Array:
-    """Grad-CAM++ pixel coefficients (Chattopadhyay et al., 2018, eq. 10).
+VARIANTS = ("paper", "torchcam", "renormalized")
 
-    alpha^k_ij = D2 / (2 D2 + (sum_ab A^k_ab) D3 + eps), with D2, D3 the pure second and
-    third derivatives of the score in A^k_ij. alpha = 0 where D2 = 0 (no curvature, or g = 0
-    in the closed form) or where the denominator vanishes: never NaN.
+
+def _safe_ratio(num: Array, den: Array) -> Array:
+    """num / den, and 0 where num = 0 (no curvature, or g = 0) or den = 0: never NaN."""
+    defined = (num != 0) & (den != 0)
+    return jnp.where(defined, num / jnp.where(defined, den, 1.0), 0.0)
+
+
+def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
+                       variant: str = "paper") -> Array:
+    """Grad-CAM++ pixel coefficients alpha^k_ij from the pure derivatives D2, D3.
+
+    Variants:
+      "paper" (Chattopadhyay et al., 2018, eq. 10):
+        alpha^k_ij = D2_ij / (2 D2_ij + (sum_ab A^k_ab) D3_ij + eps).
+      "torchcam" (torch-cam's denominator, which mixes the indices):
+        alpha^k_ij = D2_ij / (2 D2_ij + sum_ab A^k_ab D3_ab + eps).
+      "renormalized" (the authors' TensorFlow code, tf-keras-vis): the paper's alpha
+        divided, per channel, by its sum over the positions (alpha = 0 where g = 0).
+
+    alpha = 0 where D2 = 0 (no curvature, or g = 0 in the closed form) or where the
+    denominator vanishes: never NaN.
     """
+    if variant == "torchcam":
+        mixed = jnp.sum(a * d3, axis=SPATIAL, keepdims=True)
+        return _safe_ratio(d2, 2.0 * d2 + mixed + eps)
     total = jnp.sum(a, axis=SPATIAL, keepdims=True)
-    denominator = 2.0 * d2 + total * d3 + eps
-    defined = (d2 != 0) & (denominator != 0)
-    return jnp.where(defined, d2 / jnp.where(defined, denominator, 1.0), 0.0)
+    alpha = _safe_ratio(d2, 2.0 * d2 + total * d3 + eps)
+    if variant == "renormalized":
+        return _safe_ratio(alpha, jnp.sum(alpha, axis=SPATIAL, keepdims=True))
+    if variant != "paper":
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    return alpha
 
 
-def grad_cam_pp_weights(a: Array, d1: Array, d2: Array, d3: Array, *, eps: float = 0.0) -> Array:
-    """Grad-CAM++ channel weights w_k = sum_ij alpha^k_ij ReLU(dY/dA^k_ij) (eq. 5)."""
-    return jnp.sum(grad_cam_pp_alphas(a, d2, d3, eps=eps) * jax.nn.relu(d1), axis=SPATIAL)
+def grad_cam_pp_weights(a: Array, d1: Array, d2: Array, d3: Array, *, eps: float = 0.0,
+                        variant: str = "paper") -> Array:
+    """Grad-CAM++ channel weights w_k = sum_ij alpha^k_ij ReLU(D1_ij) (eq. 5)."""
+    alpha = grad_cam_pp_alphas(a, d2, d3, eps=eps, variant=variant)
+    return jnp.sum(alpha * jax.nn.relu(d1), axis=SPATIAL)
 
 
 def channel_sum(a: Array, weights: Array) -> Array:
