@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 Array = jax.Array
@@ -49,6 +50,13 @@ class Split:
     piecewise_linear_head: bool = struct.field(pytree_node=False, default=False)
     gap_linear_head: bool = struct.field(pytree_node=False, default=False)
     guided: Callable[[Any, Array], Array] | None = struct.field(pytree_node=False, default=None)
+
+    def astype(self, dtype) -> "Split":
+        """The same split with floating-point variables cast to ``dtype`` (e.g. float64
+        under ``jax_enable_x64``, for reference-quality derivatives)."""
+        cast = lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v  # noqa: E731
+        return self.replace(variables=jax.tree_util.tree_map(lambda v: cast(jnp.asarray(v)),
+                                                             self.variables))
 
     def activations(self, x: Array) -> Array:
         """A = features(variables, x)."""

@@ -70,7 +70,7 @@ _NUM_CLASSES: dict = {}  # (split structure, input shape) -> C
 def num_classes(split, x: Array) -> int:
     """The number of logits of ``split`` for inputs shaped like ``x`` (no compute)."""
     leaves, treedef = jax.tree_util.tree_flatten(split)
-    key = (treedef, tuple((np.shape(l), str(np.result_type(l))) for l in leaves),
+    key = (treedef, tuple((np.shape(l), str(getattr(l, "dtype", None))) for l in leaves),
            tuple(x.shape), str(x.dtype))
     if key not in _NUM_CLASSES:
         out = jax.eval_shape(lambda s, x: s.logits(x), split, x)

@@ -1,0 +1,320 @@
+"""Exact higher-order derivatives: finite differences, engine agreement, Grad-CAM++ exact
+versus closed form, Smooth Grad-CAM++, peer variants, the comparison."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcam
+from jaxcam import _weighting as W
+from jaxcam._derivatives import cam_derivatives
+from jaxcam._targets import resolve
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+# --- small smooth heads (float64) ---------------------------------------------------
+
+def _conv(a, k):
+    return jax.lax.conv_general_dilated(a, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def gelu_conv_head(v, a):
+    h = jax.nn.gelu(_conv(a, v["k"]), approximate=False)
+    return h.mean(axis=(1, 2)) @ v["w"]
+
+
+def softplus_mlp_head(v, a):
+    h = jax.nn.softplus(a.reshape(a.shape[0], -1) @ v["w1"])
+    return h @ v["w2"]
+
+
+def _smooth_variables(rng):
+    return {"k": rng.normal(size=(3, 3, 2, 4)), "w": rng.normal(size=(4, 5)),
+            "w1": rng.normal(size=(18, 6)) * 0.5, "w2": rng.normal(size=(6, 5))}
+
+
+LINKS = {"exp": lambda s, s0: jnp.exp(s - s0), "softmax": lambda s, s0: jax.nn.softmax(s),
+         "log_softmax": lambda s, s0: jax.nn.log_softmax(s)}
+
+
+def _fd_pure(phi, h):
+    """Central differences of phi(t) at 0 for orders 1-3, Richardson-extrapolated."""
+    def once(h):
+        p = {k: phi(k * h) for k in (-2, -1, 0, 1, 2)}
+        return np.array([(p[1] - p[-1]) / (2 * h),
+                         (p[1] - 2 * p[0] + p[-1]) / h**2,
+                         (p[2] - 2 * p[1] + 2 * p[-1] - p[-2]) / (2 * h**3)])
+    return (4 * once(h / 2) - once(h)) / 3
+
+
+@pytest.mark.parametrize("head, link", [(gelu_conv_head, "exp"), (softplus_mlp_head, "exp"),
+                                        (gelu_conv_head, "softmax"),
+                                        (softplus_mlp_head, "log_softmax")])
+def test_pure_derivatives_match_finite_differences(x64, head, link):
+    rng = np.random.default_rng(0)
+    v = _smooth_variables(rng)
+    a = rng.normal(size=(3, 3, 2))
+    c = 2
+    s0 = head(v, a[None])[0, c]
+    score = lambda a: LINKS[link](head(v, a[None])[0], s0)[c]  # noqa: E731
+    exact = np.stack(jaxcam.pure_derivatives(score, jnp.asarray(a), chunk_size=5))
+    assert exact.dtype == np.float64
+    fd = np.zeros_like(exact)
+    for i in np.ndindex(a.shape):
+        e = np.zeros_like(a)
+        e[i] = 1.0
+        fd[(slice(None), *i)] = _fd_pure(lambda t: float(score(jnp.asarray(a + t * e))), 1e-2)
+    for k in range(3):
+        err = np.abs(exact[k] - fd[k]).max() / np.abs(fd[k]).max()
+        assert err <= 1e-6, (k + 1, err)
+    # The closed form is only an approximation on a smooth head.
+    approx = np.stack(jaxcam.pure_derivatives(score, jnp.asarray(a), mode="approx"))
+    assert np.abs(approx[1] - exact[1]).max() > 1e-2 * np.abs(exact[1]).max()
+
+
+def test_pure_derivatives_hand_computed():
+    a = jnp.array([[0.3, -1.2], [2.0, 0.5]])
+    d1, d2, d3 = jaxcam.pure_derivatives(lambda a: jnp.sum(a**4) + a[0, 0] * a[1, 1], a)
+    np.testing.assert_allclose(d1, 4 * a**3 + jnp.array([[0.5, 0], [0, 0.3]]), rtol=1e-6)
+    np.testing.assert_allclose(d2, 12 * a**2, rtol=1e-6)   # the mixed term has no pure part
+    np.testing.assert_allclose(d3, 24 * a, rtol=1e-6)
+    (g,) = jaxcam.pure_derivatives(lambda a: jnp.sum(jnp.sin(a)), a, order=1, chunk_size=3)
+    np.testing.assert_allclose(g, jnp.cos(a), rtol=1e-6)
+
+
+# --- the two exact engines on zoo heads -------------------------------------------------
+
+def _derivs(split, x, target, link, engine):
+    objective, classes = resolve(split, x, target, link)
+    f = jax.jit(lambda s, a, c: cam_derivatives(s, a, objective, c, order=3, mode="exact",
+                                                engine=engine, chunk_size=256))
+    return f(split, split.activations(x), classes)
+
+
+def _close(a, b, rtol):
+    scale = float(np.abs(b).max())
+    assert scale > 0
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("name, layer, size", [
+    ("resnet18", "layer4", 64), ("resnet18", "layer4.0", 32),
+    ("vgg16", "features.29", 32),              # max-pool in the head
+    ("efficientnet_lite0", "_blocks.15", 64),
+])
+def test_generic_and_linearised_engines_agree(name, layer, size):
+    split = jaxcam.models.load(name, layer=layer, weights="random", seed=1)
+    assert split.piecewise_linear_head
+    x = jax.random.normal(jax.random.key(3), (1, size, size, 3))
+    for link in ("exp", "softmax", "log_softmax"):
+        generic = _derivs(split, x, 7, link, "generic")
+        linear = _derivs(split, x, 7, link, "linearised")
+        for k in range(3):
+            _close(linear[k], generic[k], 1e-5)
+
+
+@pytest.mark.parametrize("name, layer", [("resnet18", "layer4"), ("resnet50", "layer3"),
+                                         ("vgg16", "features.29"),
+                                         ("efficientnet_lite0", "_swish"),
+                                         ("efficientnet_lite0", "_blocks.14")])
+def test_exact_equals_closed_form_for_exp_on_piecewise_linear_heads(name, layer):
+    split = jaxcam.models.load(name, layer=layer, weights="random")
+    x = jax.random.normal(jax.random.key(4), (2, 64, 64, 3))
+    exact = _derivs(split, x, np.array([1, 5]), "exp", "linearised")
+    objective, classes = resolve(split, x, np.array([1, 5]), "exp")
+    approx = cam_derivatives(split, split.activations(x), objective, classes, order=3)
+    for k in range(3):
+        _close(exact[k], approx[k], 1e-5)
+    np.testing.assert_allclose(
+        jaxcam.grad_cam_pp(split, x, np.array([1, 5]), derivatives="exact"),
+        jaxcam.grad_cam_pp(split, x, np.array([1, 5])), atol=1e-4)
+
+
+def test_logit_link_has_no_curvature_and_warns_once():
+    split = jaxcam.models.load("resnet18", layer="layer3", weights="random")
+    x = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
+    d1, d2, d3 = _derivs(split, x, 0, "logit", "linearised")
+    assert np.abs(d1).max() > 0 and np.all(d2 == 0) and np.all(d3 == 0)
+    jaxcam._methods._WARNED_ZERO_CURVATURE.clear()
+    with pytest.warns(UserWarning, match=r"D2 = D3 = 0.*link='exp'.*'softmax'.*smooth head"):
+        maps = jaxcam.grad_cam_pp(split, x, 0, link="logit", derivatives="exact")
+    assert np.all(np.isfinite(maps)) and np.all(maps == 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jaxcam.grad_cam_pp(split, x, 1, link="logit", derivatives="exact")  # once only
+
+
+def test_softmax_exact_differs_from_closed_form_and_matches_generic():
+    split = jaxcam.models.load("resnet18", layer="layer4.1", weights="random")
+    x = jax.random.normal(jax.random.key(6), (1, 64, 64, 3))
+    cmp = jaxcam.compare_derivatives(split, x, 3, link="softmax")
+    assert float(cmp.max_alpha_diff[0]) > 1e-3
+    generic = jaxcam.grad_cam_pp(split, x, 3, link="softmax", derivatives="exact",
+                                 engine="generic", upsample=False, normalize=False)
+    linear = jaxcam.grad_cam_pp(split, x, 3, link="softmax", derivatives="exact",
+                                upsample=False, normalize=False)
+    _close(generic, linear, 1e-5)
+
+
+def test_smooth_head_uses_the_generic_engine():
+    split = jaxcam.models.load("resnet18", layer="layer4.0", weights="random",
+                               activation="softplus")
+    x = jax.random.normal(jax.random.key(7), (1, 32, 32, 3))
+    auto = jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", upsample=False, normalize=False)
+    generic = jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", engine="generic",
+                                 upsample=False, normalize=False)
+    np.testing.assert_array_equal(auto, generic)
+    with pytest.raises(ValueError, match="piecewise-linear"):
+        jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", engine="linearised")
+    cmp = jaxcam.compare_derivatives(split, x, 2, link="exp")
+    assert float(cmp.max_alpha_diff[0]) > 1e-3  # the closed form is wrong on a smooth head
+
+
+def test_exact_grad_cam_pp_in_float64(x64, tiny_split, tiny_x):
+    split = jaxcam.models.load("resnet18", layer="layer4.1", weights="random").astype(jnp.float64)
+    x = jax.random.normal(jax.random.key(8), (1, 64, 64, 3), jnp.float64)
+    for engine in ("linearised", "generic"):
+        maps = jaxcam.grad_cam_pp(split, x, 4, link="softmax", derivatives="exact", engine=engine)
+        assert maps.dtype == jnp.float64 and np.all(np.isfinite(maps)) and maps.max() == 1.0
+    smooth = tiny_split.replace(head=lambda v, a: jax.nn.gelu(a).mean((1, 2)) @ v["w"])
+    smooth = smooth.astype(jnp.float64)
+    maps = jaxcam.smooth_grad_cam_pp(smooth, tiny_x.astype(jnp.float64), 1, key=jax.random.key(0),
+                                     n_samples=3, derivatives="exact", link="softmax")
+    assert maps.dtype == jnp.float64 and np.all(np.isfinite(maps))
+
+
+# --- Smooth Grad-CAM++ -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def deep_head():
+    return jaxcam.models.load("resnet18", layer="layer3", weights="random")
+
+
+@pytest.mark.parametrize("layer, size, derivatives, link", [
+    ("layer3", 48, "approx", "exp"), ("layer4.0", 32, "exact", "softmax")])
+def test_smooth_with_clean_samples_is_grad_cam_pp(layer, size, derivatives, link):
+    split = jaxcam.models.load("resnet18", layer=layer, weights="random")
+    x = jax.random.normal(jax.random.key(9), (2, size, size, 3))
+    t = np.array([3, 8])
+    options = dict(link=link, derivatives=derivatives, upsample=False, normalize=False)
+    plain = jaxcam.grad_cam_pp(split, x, t, **options)
+    assert np.abs(plain).max() > 0
+    for n in (1, 3):
+        smooth = jaxcam.smooth_grad_cam_pp(split, x, t, key=jax.random.key(0), n_samples=n,
+                                           noise=0.0, **options)
+        _close(smooth, plain, 1e-4)
+
+
+def test_smooth_is_a_function_of_the_key(deep_head):
+    x = jax.random.normal(jax.random.key(10), (1, 48, 48, 3))
+    f = lambda key, chunk: jaxcam.smooth_grad_cam_pp(  # noqa: E731
+        deep_head, x, 1, key=key, n_samples=5, sample_chunk=chunk)
+    same = f(jax.random.key(1), 5)
+    np.testing.assert_array_equal(same, f(jax.random.key(1), 5))
+    np.testing.assert_allclose(f(jax.random.key(1), 2), same, atol=1e-5)  # chunking: same map
+    assert np.abs(f(jax.random.key(2), 5) - same).max() > 1e-3
+
+
+def test_smooth_sample_chunk_bounds_memory(deep_head):
+    from jaxcam._methods import _run_keyed, _SmoothGradCAMPP, _grad_cam_pp_options
+
+    x = jnp.zeros((1, 128, 128, 3))
+    objective, classes, weighting, derivs = _grad_cam_pp_options(
+        deep_head, x, 1, "exp", "approx", "auto", None, "paper", 0.0)
+
+    def temp_bytes(chunk):
+        program = _SmoothGradCAMPP(objective, weighting, derivs, 32, 0.15, chunk)
+        compiled = _run_keyed.lower(program, deep_head, x, classes, jax.random.key(0)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    small, large = temp_bytes(1), temp_bytes(32)
+    assert small * 2 < large, (small, large)
+
+
+def test_smooth_errors(tiny_split, tiny_x):
+    with pytest.raises(ValueError, match="n_samples"):
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, key=jax.random.key(0), n_samples=0)
+    with pytest.raises(ValueError, match="noise"):
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, key=jax.random.key(0), noise=-1)
+    with pytest.raises(TypeError):
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x)  # the key is required
+
+
+# --- peer variants (golden) -------------------------------------------------------------
+
+A = jnp.stack([jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[2.0, 1.0], [1.0, 0.0]])], -1)
+G = jnp.stack([jnp.array([[1.0, 0.0], [2.0, -1.0]]), jnp.array([[0.5, 0.5], [-1.0, 1.0]])], -1)
+
+
+def test_variant_torchcam_mixed_index_denominator():
+    alpha = W.grad_cam_pp_alphas(A, G**2, G**3, variant="torchcam")
+    # channel 0: sum_ab A g^3 = 1*1 + 0 + 0 + 1*(-1) = 0, so alpha = g^2 / (2 g^2) = 1/2
+    np.testing.assert_allclose(alpha[..., 0], [[0.5, 0.0], [0.5, 0.5]])
+    # channel 1: sum_ab A g^3 = 2*.125 + 1*.125 + 1*(-1) + 0 = -0.625
+    # g=.5: .25/(.5 - .625) = -2; g=-1: 1/(2 - .625); g=1: 1/(2 - .625)
+    np.testing.assert_allclose(alpha[..., 1], [[-2.0, -2.0], [1 / 1.375, 1 / 1.375]], rtol=1e-6)
+
+
+def test_variant_renormalized_divides_by_the_channel_sum():
+    alpha = W.grad_cam_pp_alphas(A, G**2, G**3, variant="renormalized")
+    # paper alphas: channel 0 [[1/4, 0], [1/6, 0]] (sum 5/12); channel 1 [[1/4, 1/4], [-1/2, 1/6]]
+    np.testing.assert_allclose(alpha[..., 0], np.array([[0.25, 0], [1 / 6, 0]]) / (5 / 12),
+                               rtol=1e-6)
+    np.testing.assert_allclose(alpha[..., 1], np.array([[0.25, 0.25], [-0.5, 1 / 6]]) / (1 / 6),
+                               rtol=1e-5)
+
+
+def test_variants_through_the_public_api(tiny_split, tiny_x):
+    maps = {v: jaxcam.grad_cam_pp(tiny_split, tiny_x, 1, variant=v, upsample=False,
+                                  normalize=False) for v in W.VARIANTS}
+    a = tiny_split.activations(tiny_x)
+    g = jax.grad(lambda a: tiny_split.logits_from(a)[:, 1].sum())(a)
+    for v, m in maps.items():
+        w = W.grad_cam_pp_weights(a, g, g**2, g**3, variant=v)
+        np.testing.assert_allclose(m, W.weighted_map(a, w), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="unknown variant"):
+        jaxcam.grad_cam_pp(tiny_split, tiny_x, 1, variant="keras")
+
+
+# --- the comparison ---------------------------------------------------------------------
+
+def test_rank_statistics_hand_computed():
+    from jaxcam._compare import relative_l2, spearman, top_iou
+
+    x = jnp.array([1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(spearman(x, jnp.array([1.0, 3.0, 2.0, 4.0])), 0.8, rtol=1e-6)
+    # ties share their mean rank: ranks (0.5, 0.5, 2, 3) and (0, 1.5, 1.5, 3)
+    rx, ry = np.array([0.5, 0.5, 2, 3]), np.array([0, 1.5, 1.5, 3])
+    np.testing.assert_allclose(spearman(jnp.array([0.0, 0, 1, 2]), jnp.array([0.0, 1, 1, 2])),
+                               np.corrcoef(rx, ry)[0, 1], rtol=1e-6)
+    assert float(spearman(jnp.zeros(4), jnp.zeros(4))) == 1.0
+    assert float(spearman(jnp.zeros(4), x)) == 0.0
+    a = jnp.arange(10.0)
+    np.testing.assert_allclose(top_iou(a, a[::-1]), 0.0)
+    np.testing.assert_allclose(top_iou(a, a), 1.0)
+    np.testing.assert_allclose(relative_l2(jnp.array([3.0, 4.0]), jnp.array([0.0, 4.0])), 0.75)
+
+
+def test_compare_on_the_real_photo(assets):
+    split = jaxcam.models.load("efficientnet_lite0")
+    x = split.preprocess(jaxcam.viz.read_image(assets / "chelsea.png"))[None]
+    same = jaxcam.compare_derivatives(split, x, 282, link="exp")
+    assert same.summary() == {"spearman": [1.0], "relative_l2": [0.0], "iou_top20": [1.0],
+                              "max_alpha_diff": [0.0]}
+    soft = jaxcam.compare_derivatives(split, x, 282, link="softmax")
+    s = soft.summary()
+    assert s["max_alpha_diff"][0] > 0 and s["relative_l2"][0] > 0
+    assert -1 <= s["spearman"][0] <= 1 and 0 <= s["iou_top20"][0] <= 1
+    assert soft.maps_exact.shape == (1, 224, 224) and soft.alpha_exact.shape == (1, 7, 7, 1280)
