@@ -128,25 +128,81 @@ def _needs_one_row(objective: Objective) -> bool:
     return objective.fn is None and objective.link in SCALAR_LINKS
 
 
-def _linearised_one(split, a: Array, s0: Array, c: Array, objective: Objective, order: int,
-                    chunk: int) -> tuple[Array, ...]:
-    """Linearised engine for ONE example: a (h, w, K), logits s0 (C,), class c."""
-    head = lambda a: split.logits_from(a[None])[0]  # noqa: E731
+def _softmax_family(link: str, p_c: Array, u_c: Array, m: tuple[Array, Array, Array],
+                    order: int) -> tuple[Array, ...]:
+    """Pure derivatives of softmax_c / log_softmax_c along logit directions u.
+
+    With p = softmax(S) and the moments m_k = sum_j p_j u_j^k of each direction,
+    log_softmax_c(S + t u) = S_c + t u_c - K(t), where K is the cumulant generating
+    function of u under p, whose derivatives at 0 are the cumulants k1 = m1,
+    k2 = m2 - m1^2, k3 = m3 - 3 m1 m2 + 2 m1^3. So h = log_softmax_c has derivatives
+    (u_c - k1, -k2, -k3), and softmax_c = p_c exp(h - h(0)) has derivatives p_c h1,
+    p_c (h1^2 + h2), p_c (h1^3 + 3 h1 h2 + h3).
+    """
+    m1, m2, m3 = m
+    h1, h2, h3 = u_c - m1, -(m2 - m1**2), -(m3 - 3 * m1 * m2 + 2 * m1**3)
+    if link == "log_softmax":
+        return (h1, h2, h3)[:order]
+    return (p_c * h1, p_c * (h1**2 + h2), p_c * (h1**3 + 3 * h1 * h2 + h3))[:order]
+
+
+def _jacobian_moments(head_vjp, a: Array, weights: Array, chunk: int):
+    """sum_j w_bj J_bj^k for k = 1, 2, 3 and every example b, with J_bj = dS_bj/dA_b the
+    rows of the head's Jacobian, built ``chunk`` classes at a time by vector-Jacobian
+    products (memory of one chunk of rows, never the whole C x n Jacobian)."""
+    classes = weights.shape[-1]
+    chunk = max(1, min(chunk, classes))
+    steps = -(-classes // chunk)
+    rows = jnp.arange(steps * chunk).reshape(steps, chunk)
+
+    def step(total, idx):
+        onehot = jax.nn.one_hot(idx, classes, dtype=weights.dtype)      # zero rows past C
+        cotangents = jnp.broadcast_to(onehot[:, None, :], (chunk, *weights.shape))
+        jac = jax.vmap(lambda e: head_vjp(e)[0])(cotangents)            # (chunk, B, h, w, K)
+        w = jnp.einsum("jc,bc->jb", onehot, weights)
+        contract = lambda x: jnp.einsum("jb,jb...->b...", w, x)  # noqa: E731
+        return (total[0] + contract(jac), total[1] + contract(jac**2),
+                total[2] + contract(jac**3)), None
+
+    zeros = jnp.zeros_like(a)
+    moments, _ = jax.lax.scan(step, (zeros, zeros, zeros), rows)
+    return moments
+
+
+def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objective,
+                order: int, chunk: int) -> tuple[Array, ...]:
+    """The linearised engine on a batch: a (B, h, w, K), logits (B, C), classes (B,)."""
+    _, head_vjp = jax.vjp(split.logits_from, a)
+    onehot = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
+    s_c = jnp.sum(onehot * logits, axis=-1)[:, None, None, None]
     if _needs_one_row(objective):
-        # Y depends on S_c alone: the column of J we need is the gradient row u = dS_c/dA,
-        # and the k-th derivative is link^(k)(S_c) u^k, elementwise.
-        _, head_vjp = jax.vjp(head, a)
-        (u,) = head_vjp(jax.nn.one_hot(c, s0.shape[-1], dtype=s0.dtype))
+        # Y depends on S_c alone: the column entries needed form the gradient row
+        # u = dS_c/dA, and the k-th derivative is link^(k)(S_c) u^k, elementwise.
+        (u,) = head_vjp(onehot)
         link = VECTOR_LINKS[objective.link]
-        scalar = lambda z: link(s0[c] + z)  # noqa: E731  (elementwise in z)
-        d = taylor_along(scalar, jnp.zeros_like(u), u, order)
-        return tuple(d)
+        return tuple(taylor_along(lambda z: link(s_c + z), jnp.zeros_like(u), u, order))
+    if objective.fn is None and logits.shape[-1] <= a[0].size:
+        # softmax / log_softmax need only the p-weighted moments of each column of J.
+        p = jax.nn.softmax(logits, axis=-1)
+        (u_c,) = head_vjp(onehot)
+        moments = _jacobian_moments(head_vjp, a, p, chunk)
+        p_c = jnp.sum(onehot * p, axis=-1)[:, None, None, None]
+        return _softmax_family(objective.link, p_c, u_c, moments, order)
+    one = lambda a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)  # noqa: E731
+    return jax.vmap(one)(a, logits, classes)
+
+
+def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, order: int,
+                 chunk: int) -> tuple[Array, ...]:
+    """Any objective, ONE example: the whole Jacobian by min(C, n) vector products, then
+    the objective's Taylor expansion along each of its columns."""
+    head = lambda a: split.logits_from(a[None])[0]  # noqa: E731
     n, classes = a.size, s0.shape[-1]
-    if classes <= n:  # C vector-Jacobian products: the rows of J
+    if classes <= n:
         _, head_vjp = jax.vjp(head, a)
         jac = jax.vmap(lambda e: head_vjp(e)[0])(jnp.eye(classes, dtype=s0.dtype))
         columns = jac.reshape(classes, n).T                        # (n, C)
-    else:             # n Jacobian-vector products: the columns of J
+    else:
         basis = jnp.eye(n, dtype=a.dtype).reshape(n, *a.shape)
         columns = jax.vmap(lambda v: jax.jvp(head, (a,), (v,))[1])(basis)  # (n, C)
     score = lambda s: objective(s[None], c[None])[0]  # noqa: E731
@@ -179,8 +235,16 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
     if engine == "auto":
         engine = "linearised" if split.piecewise_linear_head else "generic"
     if engine == "linearised":
-        one = lambda a, s0, c: _linearised_one(split, a, s0, c, objective, order, chunk)  # noqa: E731
-        return jax.vmap(one)(a, jax.lax.stop_gradient(logits), classes)
+        logits = jax.lax.stop_gradient(logits)
+        if split.gap_linear_head:
+            # head(A) = f(mean_hw A) with f affine: a unit step in A_hwk is a step of 1/Z in
+            # the mean, so the k-th pure derivative is that of the pooled problem over Z^k,
+            # the same at every position. The pooled problem is a 1 x 1 map.
+            z = a.shape[1] * a.shape[2]
+            pooled = jnp.mean(a, axis=(1, 2), keepdims=True)
+            d = _linearised(split, pooled, logits, classes, objective, order, chunk)
+            return tuple(jnp.broadcast_to(dk / z**k, a.shape) for k, dk in enumerate(d, 1))
+        return _linearised(split, a, logits, classes, objective, order, chunk)
 
     def one(a, c):
         score = lambda a: objective(split.logits_from(a[None]), c[None])[0]  # noqa: E731

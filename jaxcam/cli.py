@@ -1,4 +1,4 @@
-"""The ``jaxcam`` command line: ``jaxcam demo``, ``jaxcam explain IMAGE``, ``jaxcam models``."""
+"""The ``jaxcam`` command line: ``demo``, ``explain IMAGE``, ``compare IMAGE``, ``models``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,46 @@ def _explain_cmd(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    import jax
+
+    import jaxcam
+
+    split = jaxcam.models.load(args.model, layer=args.layer, weights=args.weights,
+                               activation=args.activation)
+    image = jaxcam.viz.read_image(args.image)
+    x = split.preprocess(image)[None]
+    target = args.target
+    if target is None:
+        target = int(np.argmax(np.asarray(split.logits(x))[0]))
+    result = jaxcam.compare_derivatives(split, x, target, link=args.link,
+                                        chunk_size=args.chunk_size)
+    jax.block_until_ready(result)
+    out, stem = Path(args.out), f"{Path(args.image).stem}_{args.link}_class{target}"
+    diff = np.abs(np.asarray(result.maps_exact[0]) - np.asarray(result.maps_approx[0]))
+    images = {"exact": np.asarray(result.maps_exact[0]),
+              "approx": np.asarray(result.maps_approx[0]),
+              "difference": diff / diff.max() if diff.max() > 0 else diff}
+    written = [jaxcam.viz.write_png(out / f"{stem}_{name}.png",
+                                    jaxcam.viz.overlay(image, m, preprocess=split.preprocess))
+               for name, m in images.items()]
+    stats = {"image": str(args.image), "model": args.model, "layer": split.layer,
+             "activation": args.activation, "link": args.link, "class": target,
+             "piecewise_linear_head": split.piecewise_linear_head,
+             "max_abs_map_difference": float(diff.max()),
+             **{k: v[0] for k, v in result.summary().items()}}
+    written.append(jaxcam.viz.write_text(out / f"{stem}_stats.json",
+                                         json.dumps(stats, indent=2) + "\n"))
+    print(f"exact vs closed-form Grad-CAM++, {args.model} at {split.layer!r}, link "
+          f"{args.link!r}, class {target}:")
+    for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff"):
+        print(f"  {key:15s} {stats[key]:.6g}")
+    print("wrote:")
+    for path in written:
+        print(f"  {path.resolve()}")
+    return 0
+
+
 def _models(args) -> int:
     from jaxcam import models
 
@@ -97,6 +137,21 @@ def main(argv: list[str] | None = None) -> int:
                          help="class index to explain (default: the predicted class)")
     explain.add_argument("--out", default="jaxcam-out", help="output folder")
     explain.set_defaults(run=_explain_cmd)
+    compare = sub.add_parser("compare", help="exact versus closed-form Grad-CAM++ on a photo")
+    compare.add_argument("image", help="a photo (PNG, JPEG, ...)")
+    compare.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
+    compare.add_argument("--weights", default=None, help="as for explain")
+    compare.add_argument("--layer", default=None, help="target layer (default: the model's)")
+    compare.add_argument("--activation", default="relu",
+                         choices=("relu", "gelu", "silu", "softplus"),
+                         help="activation after the split (smooth ones: a study tool)")
+    compare.add_argument("--link", default="softmax",
+                         choices=("exp", "softmax", "log_softmax", "logit"))
+    compare.add_argument("--class", dest="target", type=int, default=None)
+    compare.add_argument("--chunk-size", type=int, default=None,
+                         help="directions per batch of the exact engines (memory)")
+    compare.add_argument("--out", default="jaxcam-compare", help="output folder")
+    compare.set_defaults(run=_compare)
     sub.add_parser("models", help="list the model zoo").set_defaults(run=_models)
     args = parser.parse_args(argv)
     try:

@@ -310,9 +310,9 @@ def test_rank_statistics_hand_computed():
 def test_compare_on_the_real_photo(assets):
     split = jaxcam.models.load("efficientnet_lite0")
     x = split.preprocess(jaxcam.viz.read_image(assets / "chelsea.png"))[None]
-    same = jaxcam.compare_derivatives(split, x, 282, link="exp")
-    assert same.summary() == {"spearman": [1.0], "relative_l2": [0.0], "iou_top20": [1.0],
-                              "max_alpha_diff": [0.0]}
+    same = jaxcam.compare_derivatives(split, x, 282, link="exp").summary()
+    assert same["spearman"][0] > 1 - 1e-6 and same["iou_top20"] == [1.0]
+    assert same["relative_l2"][0] < 1e-5 and same["max_alpha_diff"][0] < 1e-5
     soft = jaxcam.compare_derivatives(split, x, 282, link="softmax")
     s = soft.summary()
     assert s["max_alpha_diff"][0] > 0 and s["relative_l2"][0] > 0

@@ -102,3 +102,18 @@ def test_explain_errors_are_clear_and_write_nothing(tmp_path, assets):
     assert run.returncode == 2 and "no image" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_command_writes_overlays_and_statistics(tmp_path, assets):
+    import json
+
+    run = _jaxcam("compare", str(assets / "coffee.png"), "--link", "softmax", "--out", "c",
+                  cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    files = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert files == [f"coffee_softmax_class967_{n}" for n in
+                     ("approx.png", "difference.png", "exact.png", "stats.json")]
+    stats = json.loads((tmp_path / "c" / "coffee_softmax_class967_stats.json").read_text())
+    assert stats["class"] == 967 and stats["link"] == "softmax"
+    assert -1 <= stats["spearman"] <= 1 and 0 <= stats["iou_top20"] <= 1
+    assert stats["max_alpha_diff"] > 0
