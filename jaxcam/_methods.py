@@ -262,7 +262,8 @@ def _grad_cam_pp_options(split, x, target, link, derivatives, engine, chunk_size
         raise ValueError("engine='linearised' is exact only for piecewise-linear heads "
                          "(split.piecewise_linear_head is False); use engine='generic'")
     objective, classes = resolve(split, x, target, link)
-    if derivatives == "exact" and link == "logit" and split.piecewise_linear_head:
+    if (derivatives == "exact" and link == "logit" and objective.fn is None
+            and split.piecewise_linear_head):
         key = (split.layer, link)
         if key not in _WARNED_ZERO_CURVATURE:
             _WARNED_ZERO_CURVATURE.add(key)

@@ -318,3 +318,19 @@ def test_compare_on_the_real_photo(assets):
     assert s["max_alpha_diff"][0] > 0 and s["relative_l2"][0] > 0
     assert -1 <= s["spearman"][0] <= 1 and 0 <= s["iou_top20"][0] <= 1
     assert soft.maps_exact.shape == (1, 224, 224) and soft.alpha_exact.shape == (1, 7, 7, 1280)
+
+
+def test_any_objective_through_the_full_jacobian():
+    """A callable target takes the engine's general path (whole Jacobian, then a Taylor
+    expansion of the objective along each column); softmax written by hand must match
+    the softmax link (Jacobian moments), and both the generic engine."""
+    split = jaxcam.models.load("resnet18", layer="layer4.0", weights="random")
+    x = jax.random.normal(jax.random.key(11), (2, 32, 32, 3))
+    options = dict(derivatives="exact", upsample=False, normalize=False)
+    by_link = jaxcam.grad_cam_pp(split, x, 5, link="softmax", **options)
+    by_hand = jaxcam.grad_cam_pp(split, x, lambda s: jax.nn.softmax(s)[:, 5], link="logit",
+                                 **options)
+    generic = jaxcam.grad_cam_pp(split, x, lambda s: jax.nn.softmax(s)[:, 5], link="logit",
+                                 engine="generic", **options)
+    _close(by_hand, by_link, 1e-5)
+    _close(generic, by_link, 1e-5)
