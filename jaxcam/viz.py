@@ -9,12 +9,12 @@ is left as it is.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from jaxcam._io import atomic_write
 from jaxcam._preprocess import Preprocess
 
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO,
@@ -122,28 +122,15 @@ def overlay(image, cam, alpha: float = 0.4, colormap: str = "jet",
     return np.uint8(np.clip(np.round(out), 0, 255))
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_png(path: str | os.PathLike, image) -> Path:
     """Writes an RGB uint8 image as PNG, atomically (never a half-written file)."""
     image = _check_image(image)
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"OpenCV could not encode an image of shape {image.shape}")
-    return _atomic_write(Path(path), data.tobytes())
+    return atomic_write(Path(path), data.tobytes())
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes a text file atomically."""
-    return _atomic_write(Path(path), text.encode())
+    return atomic_write(Path(path), text.encode())

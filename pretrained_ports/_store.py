@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import serialization
+
+from jaxcam._io import atomic_write
 
 from pretrained_ports._convert import ConversionReport, convert
 from pretrained_ports._errors import CheckpointError, ConversionError
@@ -36,24 +37,12 @@ def convert_checkpoint(name: str, checkpoint: str | os.PathLike) -> dict[str, An
     return convert(name, read_checkpoint(checkpoint), shapes, dict(model.nchw_flatten))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_variables(path: str | os.PathLike, variables: Any, *, model: str) -> Path:
     """Writes variables as a flax msgpack file (atomically: never a half-written file)."""
     path = Path(path)
     payload = {"format": FORMAT, "model": model,
                "variables": serialization.to_state_dict(variables)}
-    _atomic_write(path, serialization.msgpack_serialize(payload))
+    atomic_write(path, serialization.msgpack_serialize(payload))
     return path
 
 
