@@ -422,7 +422,7 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
       key: a ``jax.random`` key.
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
-      sample_chunk: copies evaluated together (default all, up to 8).
+      sample_chunk: copies evaluated together (default: equal chunks of at most 8).
       Others: as :func:`grad_cam_pp`.
 
     Returns:
@@ -437,7 +437,9 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
         raise ValueError(f"sample_chunk must be a positive integer, got {sample_chunk}")
     objective, classes, weighting, derivs = _grad_cam_pp_options(
         split, x, target, link, derivatives, engine, chunk_size, variant, eps)
-    program = _SmoothGradCAMPP(objective, weighting, derivs, int(n_samples), float(noise),
-                               int(sample_chunk or min(int(n_samples), 8)), counterfactual,
-                               upsample, normalize)
+    n = int(n_samples)
+    # By default at most 8 copies at a time, in equal chunks (no padded copies computed).
+    chunk = int(sample_chunk) if sample_chunk else -(-n // -(-n // 8))
+    program = _SmoothGradCAMPP(objective, weighting, derivs, n, float(noise), chunk,
+                               counterfactual, upsample, normalize)
     return _run_keyed(program, split, x, classes, key)
