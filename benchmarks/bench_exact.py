@@ -49,6 +49,7 @@ import numpy as np
 
 import jaxcam
 from jaxcam._derivatives import cam_derivatives
+from jaxcam._methods import default_sample_chunk
 from jaxcam._targets import resolve
 from _timing import emit, machine, measure_many, time_call
 
@@ -224,7 +225,7 @@ def bench_smooth(args) -> dict:
         for xi in noisy:
             jax.block_until_ready(jaxcam.grad_cam_pp(split, xi, t))
 
-    default_chunk = min(n, 8)  # smooth_grad_cam_pp's default sample_chunk
+    default_chunk = default_sample_chunk(n)
     calls = {f"smooth (default sample_chunk={default_chunk})":
                  (functools.partial(jaxcam.smooth_grad_cam_pp, key=key, n_samples=n),
                   (split, x, t)),

@@ -21,7 +21,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxcam import _weighting as W
 from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
@@ -390,6 +389,11 @@ class _SmoothGradCAMPP:
         return _finish(raw, x.shape[1:3], self.upsample, self.normalize)
 
 
+def default_sample_chunk(n_samples: int, most: int = 8) -> int:
+    """Equal chunks of at most ``most`` noisy copies: no padded copies are computed."""
+    return -(-n_samples // -(-n_samples // most))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _run_keyed(program, split: Split, x: Array, classes: Array, key: Array) -> Array:
     return program(split, x, classes, key)
@@ -438,8 +442,7 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     objective, classes, weighting, derivs = _grad_cam_pp_options(
         split, x, target, link, derivatives, engine, chunk_size, variant, eps)
     n = int(n_samples)
-    # By default at most 8 copies at a time, in equal chunks (no padded copies computed).
-    chunk = int(sample_chunk) if sample_chunk else -(-n // -(-n // 8))
+    chunk = int(sample_chunk) if sample_chunk else default_sample_chunk(n)
     program = _SmoothGradCAMPP(objective, weighting, derivs, n, float(noise), chunk,
                                counterfactual, upsample, normalize)
     return _run_keyed(program, split, x, classes, key)

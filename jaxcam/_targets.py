@@ -73,6 +73,8 @@ def num_classes(split, x: Array) -> int:
     key = (treedef, tuple((np.shape(l), str(getattr(l, "dtype", None))) for l in leaves),
            tuple(x.shape), str(x.dtype))
     if key not in _NUM_CLASSES:
+        if len(_NUM_CLASSES) > 256:  # many distinct user splits: keep the cache small
+            _NUM_CLASSES.clear()
         out = jax.eval_shape(lambda s, x: s.logits(x), split, x)
         if out.ndim != 2:
             raise ValueError(f"the split's head must return logits (B, C); got shape {out.shape}")
