@@ -390,7 +390,7 @@ class _SmoothGradCAMPP:
 
 
 def default_sample_chunk(n_samples: int, most: int = 8) -> int:
-    """Equal chunks of at most ``most`` noisy copies: no padded copies are computed."""
+    """Near-equal chunks of at most ``most`` noisy copies (fewer padded copies than chunks)."""
     return -(-n_samples // -(-n_samples // most))
 
 
@@ -426,7 +426,7 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
       key: a ``jax.random`` key.
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
-      sample_chunk: copies evaluated together (default: equal chunks of at most 8).
+      sample_chunk: copies evaluated together (default: near-equal chunks of at most 8).
       Others: as :func:`grad_cam_pp`.
 
     Returns:
