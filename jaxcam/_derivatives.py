@@ -95,14 +95,15 @@ def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
         d1, d2, d3 = jaxcam.pure_derivatives(lambda a: jnp.sum(jnp.sin(a)), a)
         # d1 = cos(a), d2 = -sin(a), d3 = -cos(a)
     """
-    _check_choice("mode", mode, DERIVATIVES)
+    check_choice("mode", mode, DERIVATIVES)
     if mode == "approx":
         g = jax.grad(fn)(a)
         return tuple(g**k for k in range(1, order + 1))
     return _generic(fn, a, order, chunk_size or DEFAULT_CHUNK)
 
 
-def _check_choice(name, value, choices):
+def check_choice(name: str, value, choices) -> None:
+    """Raises ValueError naming the valid choices when ``value`` is not one of them."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
 
@@ -226,8 +227,8 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
       engine: for "exact": "generic", "linearised" (valid for piecewise-linear heads
         only), or "auto" (linearised when ``split.piecewise_linear_head``).
     """
-    _check_choice("derivatives", mode, DERIVATIVES)
-    _check_choice("engine", engine, ENGINES)
+    check_choice("derivatives", mode, DERIVATIVES)
+    check_choice("engine", engine, ENGINES)
     g, logits, classes = head_gradient(split, a, objective, classes)
     if mode == "approx":
         return tuple(g**k for k in range(1, order + 1))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam import _weighting as W
-from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
+from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives, check_choice
 from jaxcam._split import Split
 from jaxcam._targets import Objective, resolve
 
@@ -157,11 +157,6 @@ def _check(split, x) -> Array:
     return x
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
-
-
 # --- public API
 
 def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
@@ -252,9 +247,9 @@ _WARNED_ZERO_CURVATURE: set = set()
 def _grad_cam_pp_options(split, x, target, link, derivatives, engine, chunk_size, variant,
                          eps):
     """Checks Grad-CAM++'s options; returns (objective, classes, weighting, derivatives)."""
-    _check_choice("derivatives", derivatives, DERIVATIVES)
-    _check_choice("engine", engine, ENGINES)
-    _check_choice("variant", variant, W.VARIANTS)
+    check_choice("derivatives", derivatives, DERIVATIVES)
+    check_choice("engine", engine, ENGINES)
+    check_choice("variant", variant, W.VARIANTS)
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     if engine == "linearised" and not split.piecewise_linear_head:
