@@ -21,6 +21,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
 from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives, check_choice
@@ -338,6 +340,7 @@ class _SmoothGradCAMPP:
     counterfactual: bool = False
     upsample: bool = True
     normalize: bool = True
+    mesh: Mesh | None = None          # the copies of a chunk are split along its "samples"
 
     def __call__(self, split: Split, x: Array, classes: Array, key: Array) -> Array:
         a = split.activations(x)
@@ -349,20 +352,27 @@ class _SmoothGradCAMPP:
         sigma = self.noise * span
         order = self.weighting.order
 
-        def sample(k):
-            noisy = x + sigma * jax.random.normal(k, x.shape, x.dtype)
+        def copies(keys):                                     # (chunk, B, H, W, C)
+            noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
+            noisy = x[None] + sigma[None] * noise
+            if self.mesh is not None:
+                noisy = jax.lax.with_sharding_constraint(
+                    noisy, NamedSharding(self.mesh, PartitionSpec("samples")))
+            return noisy
+
+        def sample(noisy):
             a_noisy = split.activations(noisy)
             derivs = self.derivatives(split, a_noisy, objective, classes, order)
             return (*derivs, a_noisy)
 
-        chunk = max(1, min(self.sample_chunk, self.n_samples))
+        chunk = self.sample_chunk
         steps = -(-self.n_samples // chunk)
         keys = jax.random.split(key, steps * chunk).reshape(steps, chunk)
         used = (jnp.arange(steps * chunk) < self.n_samples).reshape(steps, chunk)
 
         def accumulate(total, step):
             keys_i, used_i = step
-            values = jax.vmap(sample)(keys_i)                 # each (chunk, B, h, w, K)
+            values = jax.vmap(sample)(copies(keys_i))         # each (chunk, B, h, w, K)
             weights = used_i.astype(x.dtype)[:, None, None, None, None]
             sums = tuple(jnp.sum(v * weights, axis=0) for v in values[:order])
             last = jnp.max(jnp.where(used_i, jnp.arange(chunk), -1))
@@ -389,6 +399,26 @@ def default_sample_chunk(n_samples: int, most: int = 8) -> int:
     return -(-n_samples // -(-n_samples // most))
 
 
+def _sample_mesh(devices) -> Mesh | None:
+    if devices is None:
+        return None
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("devices must be a non-empty sequence of jax devices, e.g. "
+                        f"devices=jax.devices(); got {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices lists a device more than once: {devices}")
+    return Mesh(np.array(devices), ("samples",))
+
+
+def _sample_chunk(n_samples: int, sample_chunk: int | None, n_devices: int) -> int:
+    """Copies per scan step: a multiple of the device count, at most n rounded up to one."""
+    per_device = -(-n_samples // n_devices)
+    if sample_chunk is None:
+        return n_devices * default_sample_chunk(per_device)
+    return n_devices * min(-(-int(sample_chunk) // n_devices), per_device)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _run_keyed(program, split: Split, x: Array, classes: Array, key: Array) -> Array:
     return program(split, x, classes, key)
@@ -399,7 +429,8 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
                        derivatives: str = "approx", engine: str = "auto",
                        chunk_size: int | None = None, sample_chunk: int | None = None,
                        variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
-                       upsample: bool = True, normalize: bool = True) -> Array:
+                       upsample: bool = True, normalize: bool = True,
+                       devices=None) -> Array:
     """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv 1908.01224).
 
     For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
@@ -415,13 +446,19 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
 
     The target class is fixed on the clean image. The noisy copies come from ``key``
     alone (same key, same map) and are evaluated ``sample_chunk`` at a time with ``vmap``
-    and summed in a ``lax.scan``, so memory is bounded by the chunk.
+    and summed in a ``lax.scan``, so memory is bounded by the chunk. With ``devices``, the
+    copies of each chunk are split across those devices (data parallel over the samples,
+    one all-reduce per chunk); the map is the same as on one device up to float rounding.
 
     Args:
       key: a ``jax.random`` key.
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
-      sample_chunk: copies evaluated together (default: near-equal chunks of at most 8).
+      sample_chunk: copies evaluated together (default: near-equal chunks of at most 8
+        per device); rounded up to a multiple of the number of devices.
+      devices: devices to split the noisy copies across, e.g. ``jax.devices()`` (on a CPU
+        host, start JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get
+        N CPU devices). Default: the default device alone.
       Others: as :func:`grad_cam_pp`.
 
     Returns:
@@ -437,7 +474,11 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     objective, classes, weighting, derivs = _grad_cam_pp_options(
         split, x, target, link, derivatives, engine, chunk_size, variant, eps)
     n = int(n_samples)
-    chunk = int(sample_chunk) if sample_chunk else default_sample_chunk(n)
+    mesh = _sample_mesh(devices)
+    chunk = _sample_chunk(n, sample_chunk, 1 if mesh is None else mesh.size)
     program = _SmoothGradCAMPP(objective, weighting, derivs, n, float(noise), chunk,
-                               counterfactual, upsample, normalize)
+                               counterfactual, upsample, normalize, mesh)
+    if mesh is not None:
+        split, x, classes, key = jax.device_put((split, x, classes, key),
+                                                NamedSharding(mesh, PartitionSpec()))
     return _run_keyed(program, split, x, classes, key)

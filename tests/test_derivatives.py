@@ -243,6 +243,57 @@ def test_smooth_sample_chunk_bounds_memory(deep_head):
     assert small * 2 < large, (small, large)
 
 
+_TWO_DEVICES = """
+import jax, numpy as np, jaxcam
+jax.config.update("jax_numpy_rank_promotion", "raise")
+from jaxcam._methods import _grad_cam_pp_options, _run_keyed, _SmoothGradCAMPP, _sample_mesh
+assert len(jax.devices()) == 2, jax.devices()
+split = jaxcam.models.load("resnet18", layer="layer3", weights="random")
+x = jax.random.normal(jax.random.key(10), (1, 48, 48, 3))
+options = dict(key=jax.random.key(1), n_samples=5, upsample=False, normalize=False)
+one = jaxcam.smooth_grad_cam_pp(split, x, 1, **options)
+two = jaxcam.smooth_grad_cam_pp(split, x, 1, devices=jax.devices(), **options)
+assert np.abs(one).max() > 0
+np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
+# the copies are split across the devices: one chunk of 6 (5 padded to a multiple of 2),
+# 3 per device, summed across devices by an all-reduce
+objective, classes, weighting, derivs = _grad_cam_pp_options(
+    split, x, 1, "exp", "approx", "auto", None, "paper", 0.0)
+program = _SmoothGradCAMPP(objective, weighting, derivs, 5, 0.15, 6,
+                           mesh=_sample_mesh(jax.devices()))
+hlo = _run_keyed.lower(program, split, x, classes, options["key"]).compile().as_text()
+assert "all-reduce" in hlo
+assert "f32[3,1,48,48,3]" in hlo and "f32[6,1,48,48,3]" not in hlo
+print("ok")
+"""
+
+
+def test_smooth_split_across_devices_gives_the_same_map():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "")
+                          + " --xla_force_host_platform_device_count=2").strip())
+    run = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+def test_smooth_devices_errors(tiny_split, tiny_x):
+    device = jax.devices()[0]
+    options = dict(key=jax.random.key(0), n_samples=2)
+    for bad in ([], ["cpu"]):
+        with pytest.raises(TypeError, match="devices must be a non-empty sequence"):
+            jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, devices=bad, **options)
+    with pytest.raises(ValueError, match="more than once"):
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, devices=[device, device], **options)
+    np.testing.assert_allclose(
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, devices=[device], **options),
+        jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, **options), rtol=1e-6, atol=1e-7)
+
+
 def test_smooth_errors(tiny_split, tiny_x):
     with pytest.raises(ValueError, match="n_samples"):
         jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, key=jax.random.key(0), n_samples=0)

@@ -161,3 +161,31 @@ def test_real_lite0_weights_classify_the_photos(assets):
     top1 = np.asarray(jnp.argmax(split.logits(x), axis=-1))
     assert top1[0] in {281, 282, 285}
     assert top1[1] == 967
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding", [
+    (9, 3, 1, "SAME"), (10, 3, 2, "SAME"), (11, 5, 2, "SAME"), (8, 5, 1, "VALID"),
+    (7, 3, 2, ((1, 1), (1, 1)))])
+def test_depthwise_taps_equal_the_grouped_convolution(size, kernel, stride, padding):
+    from jaxcam.models._layers import depthwise
+
+    kx, kk, kt = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (2, size, size, 6))
+    k = jax.random.normal(kk, (kernel, kernel, 1, 6))
+
+    def grouped(x):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=6)
+
+    def taps(x):
+        return depthwise(x, k, stride, padding)
+
+    np.testing.assert_allclose(taps(x), grouped(x), rtol=1e-5, atol=1e-5)
+    # and its derivatives (what the CAM methods take through a Lite0 head)
+    t = jax.random.normal(kt, x.shape)
+    np.testing.assert_allclose(jax.jvp(taps, (x,), (t,))[1], jax.jvp(grouped, (x,), (t,))[1],
+                               rtol=1e-5, atol=1e-5)
+    ct = jnp.ones_like(grouped(x))
+    np.testing.assert_allclose(jax.vjp(taps, x)[1](ct)[0], jax.vjp(grouped, x)[1](ct)[0],
+                               rtol=1e-5, atol=1e-5)

@@ -76,9 +76,49 @@ def activate(x: Array, kind: str, cap: float | None = None) -> Array:
 
 
 def conv(features: int, kernel: int, stride: int = 1, *, padding: Any, name: str,
-         groups: int = 1, bias: bool = False) -> nn.Conv:
+         bias: bool = False) -> nn.Conv:
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                   feature_group_count=groups, use_bias=bias, name=name)
+                   use_bias=bias, name=name)
+
+
+def depthwise(x: Array, kernel: Array, stride: int, padding: Any) -> Array:
+    """Depthwise convolution (one kxk filter per channel) as a sum of k*k shifted taps.
+
+    Equals ``lax.conv_general_dilated(..., feature_group_count=C)`` with an HWIO kernel of
+    shape (k, k, 1, C). Written as strided slices times per-channel scales, it is one fused
+    elementwise loop: on CPU, XLA's grouped convolution is 15 to 45 times slower at the
+    shapes of EfficientNet-Lite, and the slices keep every derivative order cheap.
+    """
+    k = kernel.shape[0]
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), padding)
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    b, h, w, c = x.shape
+    out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+    total = None
+    for i in range(k):
+        for j in range(k):
+            tap = jax.lax.slice(x, (0, i, j, 0),
+                                (b, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, c),
+                                (1, stride, stride, 1)) * kernel[i:i + 1, j:j + 1]
+            total = tap if total is None else total + tap
+    return total
+
+
+class DepthwiseConv(nn.Module):
+    """A bias-free depthwise kxk convolution with ``nn.Conv``'s parameter (``kernel`` of
+    shape (k, k, 1, C)), computed by :func:`depthwise`."""
+
+    kernel_size: int
+    stride: int = 1
+    padding: Any = "SAME"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (self.kernel_size, self.kernel_size, 1, x.shape[-1]))
+        x, kernel = nn.dtypes.promote_dtype(x, kernel)
+        return depthwise(x, kernel, self.stride, self.padding)
 
 
 def batch_norm(eps: float, name: str) -> nn.BatchNorm:
@@ -121,12 +161,11 @@ class Conv:
     kernel: int
     stride: int = 1
     padding: Any = "SAME"
-    groups: int = 1
     bias: bool = False
 
     def __call__(self, x, *, name, activation):
         return conv(self.features, self.kernel, self.stride, padding=self.padding,
-                    groups=self.groups, bias=self.bias, name=name)(x)
+                    bias=self.bias, name=name)(x)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from jaxcam.models._layers import (Act, BatchNorm, Block, Conv, GlobalAvgPool, Linear, Stage,
-                                   activate, batch_norm, conv)
+from jaxcam.models._layers import (Act, BatchNorm, Block, Conv, DepthwiseConv, GlobalAvgPool,
+                                   Linear, Stage, activate, batch_norm, conv)
 
 EPS = 1e-3
 # (kernel, stride of the stage's first block, expansion, output channels, repeats)
@@ -36,8 +36,7 @@ class MBConv(nn.Module):
         if self.expansion != 1:
             y = conv(hidden, 1, padding="VALID", name="_expand_conv")(y)
             y = activate(batch_norm(EPS, "_bn0")(y), activation, 6.0)
-        y = conv(hidden, self.kernel, self.stride, padding="SAME", groups=hidden,
-                 name="_depthwise_conv")(y)
+        y = DepthwiseConv(self.kernel, self.stride, "SAME", name="_depthwise_conv")(y)
         y = activate(batch_norm(EPS, "_bn1")(y), activation, 6.0)
         y = conv(self.out_features, 1, padding="VALID", name="_project_conv")(y)
         y = batch_norm(EPS, "_bn2")(y)
