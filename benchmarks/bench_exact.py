@@ -28,10 +28,13 @@ on their values.
   of A is timed for reference (cost per direction of an ordinary evaluation).
 * ``smooth``: Smooth Grad-CAM++ with n = 25 noisy copies (closed form; default
   ``sample_chunk`` and ``sample_chunk=25``) against a Python loop of 25 blocked
-  ``grad_cam_pp`` calls on the same kind of noisy copies made beforehand, ResNet-50
-  ``layer4``, batch 1; goal smooth / loop <= 0.8. The ResNet-50 ``layer4`` head is
-  avgpool + fc, so its derivatives do not depend on the noise; what is measured is the
-  cost of 25 trunk forwards (plus 25 head gradients), which is what matters.
+  ``grad_cam_pp`` calls on the same kind of noisy copies made beforehand, batch 1, on
+  ResNet-50 ``layer4`` and on EfficientNet-Lite0 at its default layer; goal smooth /
+  loop <= 0.8. Both heads are avgpool + fc, so their derivatives do not depend on the
+  noise; what is measured is the cost of the trunk forwards, which is what matters. When
+  the process has several devices (on a CPU host: ``XLA_FLAGS=
+  --xla_force_host_platform_device_count=2``), rows with ``devices=jax.devices()`` are
+  added: the copies split across the devices; the loop runs on the default device.
 
 ``--quick`` shrinks everything for a smoke run: 64x64 inputs, batch 1 and 2, 2 repeats,
 and the generic section at 32x32.
@@ -49,7 +52,7 @@ import numpy as np
 
 import jaxcam
 from jaxcam._derivatives import cam_derivatives
-from jaxcam._methods import default_sample_chunk
+from jaxcam._methods import _sample_chunk
 from jaxcam._targets import resolve
 from _timing import emit, machine, measure_many, time_call
 
@@ -210,9 +213,12 @@ def bench_generic(args) -> dict:
 
 # --- 4. Smooth Grad-CAM++ (n = 25) vs a loop of 25 Grad-CAM++ calls
 
-def bench_smooth(args) -> dict:
+SMOOTH_MODELS = (("resnet50", "layer4"), ("efficientnet_lite0", None))
+
+
+def _bench_smooth_model(args, name: str, layer) -> dict:
     n = args.samples
-    split = jaxcam.models.load("resnet50", layer="layer4", weights="random")
+    split = jaxcam.models.load(name, layer=layer, weights="random")
     x, t = _inputs(split, 1, args.size)
     key = jax.random.key(0)
     # The same noise model as smooth_grad_cam_pp: sigma = 0.15 * (max - min) per image.
@@ -225,32 +231,42 @@ def bench_smooth(args) -> dict:
         for xi in noisy:
             jax.block_until_ready(jaxcam.grad_cam_pp(split, xi, t))
 
-    default_chunk = default_sample_chunk(n)
-    calls = {f"smooth (default sample_chunk={default_chunk})":
-                 (functools.partial(jaxcam.smooth_grad_cam_pp, key=key, n_samples=n),
-                  (split, x, t)),
-             f"smooth (sample_chunk={n})":
-                 (functools.partial(jaxcam.smooth_grad_cam_pp, key=key, n_samples=n,
-                                    sample_chunk=n), (split, x, t)),
-             f"loop of {n} grad_cam_pp": (loop, (split, noisy, t)),
-             "one grad_cam_pp": (jaxcam.grad_cam_pp, (split, x, t))}
+    def smooth(**options):
+        return (functools.partial(jaxcam.smooth_grad_cam_pp, key=key, n_samples=n, **options),
+                (split, x, t))
+
+    devices = jax.devices()
+    chunks = {f"smooth (default sample_chunk={_sample_chunk(n, None, 1)})":
+                  (smooth(), _sample_chunk(n, None, 1)),
+              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), n)}
+    if len(devices) > 1:
+        d = len(devices)
+        for chunk in (None, n):
+            c = _sample_chunk(n, chunk, d)
+            chunks[f"smooth on {d} devices (sample_chunk={c})"] = (
+                smooth(sample_chunk=chunk, devices=devices), c)
+    calls = {row: call for row, (call, _) in chunks.items()}
+    calls[f"loop of {n} grad_cam_pp"] = (loop, (split, noisy, t))
+    calls["one grad_cam_pp"] = (jaxcam.grad_cam_pp, (split, x, t))
     timings = measure_many(calls, repeats=args.repeats)
     loop_s = timings[f"loop of {n} grad_cam_pp"]["median_s"]
-    for name, row in timings.items():
+    for row in timings.values():
         row["vs_loop"] = row["median_s"] / loop_s
-    for name, chunk in ((f"smooth (default sample_chunk={default_chunk})", default_chunk),
-                        (f"smooth (sample_chunk={n})", n)):
-        timings[name]["samples_computed"] = math.ceil(n / chunk) * chunk
-    out = {"smooth_config": f"resnet50 @ layer4, {args.size}x{args.size}, batch 1, "
-                            f"n_samples {n}, closed form, link exp, {args.repeats} repeats "
-                            "(the head is avgpool + fc: derivatives do not depend on the "
-                            "noise; the cost measured is that of the trunk forwards)",
-           "smooth": timings}
-    for name in (f"smooth (default sample_chunk={default_chunk})",
-                 f"smooth (sample_chunk={n})"):
-        ratio = timings[name]["vs_loop"]
-        out[f"{name} / loop"] = ratio
-        out[f"{name} ratio_ok (<= 0.8)"] = ratio <= 0.8
+    out = {}
+    for row, (_, chunk) in chunks.items():
+        timings[row]["samples_computed"] = math.ceil(n / chunk) * chunk
+        out[f"{name}: {row} / loop"] = timings[row]["vs_loop"]
+        out[f"{name}: {row} ratio_ok (<= 0.8)"] = timings[row]["vs_loop"] <= 0.8
+    out[f"smooth {name}"] = timings
+    return out
+
+
+def bench_smooth(args) -> dict:
+    out = {"smooth_config": f"{args.size}x{args.size}, batch 1, n_samples {args.samples}, "
+                            f"closed form, link exp, {args.repeats} repeats; "
+                            f"{len(jax.devices())} device(s): {jax.devices()}"}
+    for name, layer in SMOOTH_MODELS:
+        out.update(_bench_smooth_model(args, name, layer))
     return out
 
 

@@ -343,48 +343,73 @@ class _SmoothGradCAMPP:
     mesh: Mesh | None = None          # the copies of a chunk are split along its "samples"
 
     def __call__(self, split: Split, x: Array, classes: Array, key: Array) -> Array:
-        a = split.activations(x)
-        # The class is fixed on the clean image, so every noisy copy explains the same one.
-        classes = self.objective.classes(split.logits_from(a), classes)
-        objective = dataclasses.replace(self.objective, predicted=False)
-        span = jnp.max(x, axis=(1, 2, 3), keepdims=True) - jnp.min(x, axis=(1, 2, 3),
-                                                                   keepdims=True)
+        # Copy 0 is the clean image (its activations enter the sums, and the class is fixed
+        # on it, so every noisy copy explains the same one); copies 1..n are noisy. All go
+        # through the trunk in the same chunks, so the clean forward pass costs no extra
+        # step and is split across devices like the others.
+        n, chunk, order = self.n_samples, self.sample_chunk, self.weighting.order
+        steps = -(-(n + 1) // chunk)
+        index = jnp.arange(steps * chunk)
+        keys = jax.random.split(key, steps * chunk)[jnp.maximum(index - 1, 0)]  # copy i: key i-1
+        used = (index >= 1) & (index <= n)
+        span = (jnp.max(x, axis=(1, 2, 3), keepdims=True)
+                - jnp.min(x, axis=(1, 2, 3), keepdims=True))
         sigma = self.noise * span
-        order = self.weighting.order
+        objective = dataclasses.replace(self.objective, predicted=False)
 
-        def copies(keys):                                     # (chunk, B, H, W, C)
+        def copies(keys, noisy):                              # (chunk, B, H, W, C)
             noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
-            noisy = x[None] + sigma[None] * noise
+            scale = jnp.where(noisy, 1.0, 0.0).astype(x.dtype)[:, None, None, None, None]
+            out = x[None] + scale * (sigma[None] * noise)
             if self.mesh is not None:
-                noisy = jax.lax.with_sharding_constraint(
-                    noisy, NamedSharding(self.mesh, PartitionSpec("samples")))
-            return noisy
+                out = jax.lax.with_sharding_constraint(
+                    out, NamedSharding(self.mesh, PartitionSpec("samples")))
+            return out
 
-        def sample(noisy):
-            a_noisy = split.activations(noisy)
-            derivs = self.derivatives(split, a_noisy, objective, classes, order)
-            return (*derivs, a_noisy)
+        # Averages of exp-link derivatives keep exp(S) proportions between the copies
+        # (Objective.log_factor); torch-cam weights its copies equally.
+        weigh_by_score = self.objective.link == "exp" and self.weighting.variant != "torchcam"
 
-        chunk = self.sample_chunk
-        steps = -(-self.n_samples // chunk)
-        keys = jax.random.split(key, steps * chunk).reshape(steps, chunk)
-        used = (jnp.arange(steps * chunk) < self.n_samples).reshape(steps, chunk)
+        def copy_weights(a_i, used_i, classes_i, top):
+            """Weights (chunk, B) of the copies relative to exp(top), the new top (B,) and
+            the factor (B,) that rescales the sums so far to it."""
+            if not weigh_by_score:
+                return jnp.broadcast_to(used_i.astype(x.dtype)[:, None], (chunk, top.size)), top, 1.0
+            logits = jax.vmap(split.logits_from)(a_i)                  # (chunk, B, C)
+            log_f = jax.vmap(lambda s: self.objective.log_factor(s, classes_i))(logits)
+            log_f = jnp.where(used_i[:, None], log_f, -jnp.inf)
+            new_top = jnp.maximum(top, jnp.max(log_f, axis=0))
+            safe = jnp.where(jnp.isfinite(new_top), new_top, 0.0)
+            return jnp.exp(log_f - safe[None]), new_top, jnp.exp(top - safe)
 
-        def accumulate(total, step):
-            keys_i, used_i = step
-            values = jax.vmap(sample)(copies(keys_i))         # each (chunk, B, h, w, K)
-            weights = used_i.astype(x.dtype)[:, None, None, None, None]
-            sums = tuple(jnp.sum(v * weights, axis=0) for v in values[:order])
+        def accumulate(carry, step):
+            totals, lasts, a_clean, top = carry
+            index_i, keys_i, used_i = step
+            a_i = jax.vmap(split.activations)(copies(keys_i, index_i >= 1))  # (chunk, B, ..)
+            a_clean = jnp.where(index_i[0] == 0, a_i[0], a_clean)
+            classes_i = self.objective.classes(split.logits_from(a_clean), classes)
+            derivs = jax.vmap(
+                lambda a: self.derivatives(split, a, objective, classes_i, order))(a_i)
+            weights, top, rescale = copy_weights(a_i, used_i, classes_i, top)
+            weights = weights[:, :, None, None, None]
+            rescale = jnp.reshape(rescale, (-1, 1, 1, 1))
+            totals = tuple(t * rescale + jnp.sum(d * weights, axis=0)
+                           for t, d in zip(totals, derivs))
             last = jnp.max(jnp.where(used_i, jnp.arange(chunk), -1))
-            lasts = tuple(v[last] for v in values[:1] + values[order:])
-            return tuple(t + s for t, s in zip(total[:order], sums)) + lasts, None
+            lasts = tuple(jnp.where(last >= 0, v[last], old)
+                          for v, old in zip((derivs[0], a_i), lasts))
+            return (totals, lasts, a_clean, top), None
 
-        zeros = tuple(jnp.zeros_like(a) for _ in range(order + 2))
-        totals, _ = jax.lax.scan(accumulate, zeros, (keys, used))
-        means = tuple(t / self.n_samples for t in totals[:order])
+        a_shape = jax.eval_shape(split.activations, x)
+        zeros = jnp.zeros(a_shape.shape, a_shape.dtype)
+        top = jnp.full(x.shape[:1], -jnp.inf, x.dtype)
+        carry = ((zeros,) * order, (zeros, zeros), zeros, top)
+        scanned = (index.reshape(steps, chunk), keys.reshape(steps, chunk),
+                   used.reshape(steps, chunk))
+        (totals, (last_d1, last_a), a, _), _ = jax.lax.scan(accumulate, carry, scanned)
+        means = tuple(t / n for t in totals)
         if self.weighting.variant == "torchcam":
             # torch-cam averages g^2 and g^3 but takes ReLU(g) and A from the last pass.
-            last_d1, last_a = totals[order:]
             derivs, a = (last_d1, *means[1:]), last_a
         else:
             derivs = means
@@ -412,8 +437,9 @@ def _sample_mesh(devices) -> Mesh | None:
 
 
 def _sample_chunk(n_samples: int, sample_chunk: int | None, n_devices: int) -> int:
-    """Copies per scan step: a multiple of the device count, at most n rounded up to one."""
-    per_device = -(-n_samples // n_devices)
+    """Copies per scan step (the clean image and the n noisy copies: n + 1 in all), a
+    multiple of the device count, at most n + 1 rounded up to one."""
+    per_device = -(-(n_samples + 1) // n_devices)
     if sample_chunk is None:
         return n_devices * default_sample_chunk(per_device)
     return n_devices * min(-(-int(sample_chunk) // n_devices), per_device)
@@ -436,7 +462,11 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
     (the SmoothGrad convention; the paper's default spread is 0.15), the pure derivatives
     D1, D2, D3 of the score in the noisy activations are each averaged over the copies,
-    then eq. 10 gives alpha and eq. 5 the weights.
+    then eq. 10 gives alpha and eq. 5 the weights. With the "exp" link the average keeps
+    the true exp(S) proportions: copy i enters with D_k = exp(S_i) g_i^k (up to one
+    common factor per image, which cancels in alpha), so a copy the noise makes more
+    confident weighs more. Other libraries average g^k with equal weights, which is
+    ``variant="torchcam"`` here.
 
     Which activations enter the sums: the CLEAN image's A, in sum_ab A^k_ab of alpha's
     denominator and in the map sum_k w_k A^k. The noise smooths the derivatives (the
@@ -445,17 +475,19 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     instead takes ReLU(g) and A from the last noisy copy, as torch-cam does.)
 
     The target class is fixed on the clean image. The noisy copies come from ``key``
-    alone (same key, same map) and are evaluated ``sample_chunk`` at a time with ``vmap``
-    and summed in a ``lax.scan``, so memory is bounded by the chunk. With ``devices``, the
-    copies of each chunk are split across those devices (data parallel over the samples,
-    one all-reduce per chunk); the map is the same as on one device up to float rounding.
+    alone (same key, same map): copy i draws its noise with ``jax.random.split(key, n)
+    [i - 1]``. The clean image and the copies go through the network ``sample_chunk`` at
+    a time with ``vmap``, summed in a ``lax.scan``, so memory is bounded by the chunk. With
+    ``devices``, the images of each chunk are split across those devices (data parallel
+    over the samples, one all-reduce per chunk); the map is the same as on one device up
+    to float rounding.
 
     Args:
       key: a ``jax.random`` key.
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
-      sample_chunk: copies evaluated together (default: near-equal chunks of at most 8
-        per device); rounded up to a multiple of the number of devices.
+      sample_chunk: images evaluated together, the clean one counted (default: near-equal
+        chunks of at most 8 per device); rounded up to a multiple of the device count.
       devices: devices to split the noisy copies across, e.g. ``jax.devices()`` (on a CPU
         host, start JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get
         N CPU devices). Default: the default device alone.

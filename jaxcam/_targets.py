@@ -59,6 +59,18 @@ class Objective:
         linked = VECTOR_LINKS[self.link](logits)
         return jnp.take_along_axis(linked, classes[:, None], axis=-1)[:, 0]
 
+    def log_factor(self, logits: Array, classes: Array) -> Array:
+        """log of the positive factor the link leaves out of its derivatives (B,).
+
+        The "exp" link differentiates exp(S - S0) with S0 = S held constant, so its
+        derivatives are those of exp(S) divided by exp(S0): this returns S0. Zero for the
+        other links. A sum over several points (Smooth Grad-CAM++'s noisy copies) weights
+        each point by exp(S0 - max S0) to keep the true proportions of exp(S).
+        """
+        if self.link != "exp":
+            return jnp.zeros(logits.shape[:1], logits.dtype)
+        return dataclasses.replace(self, link="logit")(logits, classes)
+
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)

@@ -243,6 +243,44 @@ def test_smooth_sample_chunk_bounds_memory(deep_head):
     assert small * 2 < large, (small, large)
 
 
+@pytest.mark.parametrize("variant", ["paper", "torchcam", "renormalized"])
+@pytest.mark.parametrize("sample_chunk", [1, 4])
+def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
+    # By hand: copy i = x + sigma * N(0, 1) from jax.random.split(key, n)[i - 1], sigma =
+    # 0.2 * (max - min) per image. With Y = exp(S) the closed form at copy i is
+    # D_k = exp(S_i) g_i^k; D1..D3 are averaged over the copies; A (and ReLU(D1)) come from
+    # the clean image. torch-cam's convention: g^k averaged with equal weights, A and
+    # ReLU(g) from the last copy. Normalised maps: a common factor exp(S_ref) drops out.
+    # The head (resnet18 layer4) is not linear in A, so g differs between the copies.
+    n, c, key = 3, 1, jax.random.key(3)
+    x = jax.random.normal(jax.random.key(4), (2, 48, 48, 3))
+    split = deep_head
+    sigma = 0.2 * (x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True))
+    score = lambda a: split.logits_from(a)[:, c]  # noqa: E731
+    copies, s_ref = [], None
+    for k in jax.random.split(key, n):
+        a = split.activations(x + sigma * jax.random.normal(k, x.shape, x.dtype))
+        g = jax.grad(lambda a: score(a).sum())(a)
+        s_ref = score(a) if s_ref is None else s_ref
+        e = jnp.exp(score(a) - s_ref) if variant != "torchcam" else jnp.ones(len(x))
+        e = e[:, None, None, None]
+        copies.append((a, e * g, e * g**2, e * g**3))
+    d1, d2, d3 = (sum(copy[k] for copy in copies) / n for k in (1, 2, 3))
+    a = split.activations(x)
+    if variant == "torchcam":
+        a, d1 = copies[-1][0], copies[-1][1]
+    expected = W.normalize(W.weighted_map(a, W.grad_cam_pp_weights(a, d1, d2, d3,
+                                                                   variant=variant)))
+    maps = jaxcam.smooth_grad_cam_pp(split, x, c, key=key, n_samples=n, noise=0.2,
+                                     variant=variant, sample_chunk=sample_chunk,
+                                     upsample=False)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-5)
+    if variant == "paper":  # the copies' scores differ, so equal weights would not do
+        s = np.array([score(copy[0]) for copy in copies])
+        assert np.ptp(s, axis=0).min() > 0.05, s
+
+
 _TWO_DEVICES = """
 import jax, numpy as np, jaxcam
 jax.config.update("jax_numpy_rank_promotion", "raise")
