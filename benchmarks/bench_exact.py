@@ -238,7 +238,7 @@ def _bench_smooth_model(args, name: str, layer) -> dict:
     devices = jax.devices()
     chunks = {f"smooth (default sample_chunk={_sample_chunk(n, None, 1)})":
                   (smooth(), _sample_chunk(n, None, 1)),
-              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), n)}
+              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), _sample_chunk(n, n, 1))}
     if len(devices) > 1:
         d = len(devices)
         for chunk in (None, n):
@@ -254,7 +254,8 @@ def _bench_smooth_model(args, name: str, layer) -> dict:
         row["vs_loop"] = row["median_s"] / loop_s
     out = {}
     for row, (_, chunk) in chunks.items():
-        timings[row]["samples_computed"] = math.ceil(n / chunk) * chunk
+        # the clean image and the n copies, padded to whole chunks
+        timings[row]["images_computed"] = math.ceil((n + 1) / chunk) * chunk
         out[f"{name}: {row} / loop"] = timings[row]["vs_loop"]
         out[f"{name}: {row} ratio_ok (<= 0.8)"] = timings[row]["vs_loop"] <= 0.8
     out[f"smooth {name}"] = timings

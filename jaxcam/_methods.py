@@ -437,11 +437,13 @@ def _sample_mesh(devices) -> Mesh | None:
 
 
 def _sample_chunk(n_samples: int, sample_chunk: int | None, n_devices: int) -> int:
-    """Copies per scan step (the clean image and the n noisy copies: n + 1 in all), a
-    multiple of the device count, at most n + 1 rounded up to one."""
+    """Images per scan step (the clean image and the n noisy copies: n + 1 in all), a
+    multiple of the device count. ``sample_chunk >= n`` means all of them in one step."""
     per_device = -(-(n_samples + 1) // n_devices)
     if sample_chunk is None:
         return n_devices * default_sample_chunk(per_device)
+    if int(sample_chunk) >= n_samples:
+        return n_devices * per_device
     return n_devices * min(-(-int(sample_chunk) // n_devices), per_device)
 
 
@@ -487,7 +489,8 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
       sample_chunk: images evaluated together, the clean one counted (default: near-equal
-        chunks of at most 8 per device); rounded up to a multiple of the device count.
+        chunks of at most 8 per device; ``n_samples`` or more: all n + 1 at once); rounded
+        up to a multiple of the device count.
       devices: devices to split the noisy copies across, e.g. ``jax.devices()`` (on a CPU
         host, start JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get
         N CPU devices). Default: the default device alone.

@@ -86,8 +86,9 @@ def depthwise(x: Array, kernel: Array, stride: int, padding: Any) -> Array:
 
     Equals ``lax.conv_general_dilated(..., feature_group_count=C)`` with an HWIO kernel of
     shape (k, k, 1, C). Written as strided slices times per-channel scales, it is one fused
-    elementwise loop: on CPU, XLA's grouped convolution is 15 to 45 times slower at the
-    shapes of EfficientNet-Lite, and the slices keep every derivative order cheap.
+    elementwise loop, and its derivatives of every order are slices and pads: on CPU,
+    XLA's grouped convolution is over ten times slower at the shapes of EfficientNet-Lite
+    (``benchmarks/bench_depthwise.py``).
     """
     k = kernel.shape[0]
     if isinstance(padding, str):
