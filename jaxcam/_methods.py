@@ -359,24 +359,23 @@ class _SmoothGradCAMPP:
 
         def copies(keys, noisy):                              # (chunk, B, H, W, C)
             noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
-            scale = jnp.where(noisy, 1.0, 0.0).astype(x.dtype)[:, None, None, None, None]
-            out = x[None] + scale * (sigma[None] * noise)
+            noise = jnp.where(noisy[:, None, None, None, None], sigma[None] * noise, 0.0)
+            out = x[None] + noise
             if self.mesh is not None:
                 out = jax.lax.with_sharding_constraint(
                     out, NamedSharding(self.mesh, PartitionSpec("samples")))
             return out
 
-        # Averages of exp-link derivatives keep exp(S) proportions between the copies
-        # (Objective.log_factor); torch-cam weights its copies equally.
-        weigh_by_score = self.objective.link == "exp" and self.weighting.variant != "torchcam"
-
         def copy_weights(a_i, used_i, classes_i, top):
             """Weights (chunk, B) of the copies relative to exp(top), the new top (B,) and
-            the factor (B,) that rescales the sums so far to it."""
-            if not weigh_by_score:
-                return jnp.broadcast_to(used_i.astype(x.dtype)[:, None], (chunk, top.size)), top, 1.0
-            logits = jax.vmap(split.logits_from)(a_i)                  # (chunk, B, C)
-            log_f = jax.vmap(lambda s: self.objective.log_factor(s, classes_i))(logits)
+            the factor (B,) that rescales the sums so far to it. The log factors keep the
+            exp link's exp(S) proportions between copies (zero for other links: equal
+            weights); torch-cam weights its copies equally."""
+            if self.weighting.variant == "torchcam":
+                log_f = jnp.zeros(used_i.shape + top.shape, x.dtype)
+            else:
+                logits = jax.vmap(split.logits_from)(a_i)              # (chunk, B, C)
+                log_f = jax.vmap(lambda s: self.objective.log_factor(s, classes_i))(logits)
             log_f = jnp.where(used_i[:, None], log_f, -jnp.inf)
             new_top = jnp.maximum(top, jnp.max(log_f, axis=0))
             safe = jnp.where(jnp.isfinite(new_top), new_top, 0.0)
@@ -392,8 +391,7 @@ class _SmoothGradCAMPP:
                 lambda a: self.derivatives(split, a, objective, classes_i, order))(a_i)
             weights, top, rescale = copy_weights(a_i, used_i, classes_i, top)
             weights = weights[:, :, None, None, None]
-            rescale = jnp.reshape(rescale, (-1, 1, 1, 1))
-            totals = tuple(t * rescale + jnp.sum(d * weights, axis=0)
+            totals = tuple(t * rescale[:, None, None, None] + jnp.sum(d * weights, axis=0)
                            for t, d in zip(totals, derivs))
             last = jnp.max(jnp.where(used_i, jnp.arange(chunk), -1))
             lasts = tuple(jnp.where(last >= 0, v[last], old)
