@@ -81,7 +81,20 @@ def upsample(maps: Array, size: tuple[int, int]) -> Array:
 
 
 def normalize(maps: Array) -> Array:
-    """Min-max scales each (h, w) map to [0, 1]; a constant map (all zero) becomes zero."""
+    """Min-max scales each (h, w) map to [0, 1]; a constant map (all zero) becomes zero.
+
+    Exact at the ends by construction, whatever the rounding or fusion order of the
+    division: each non-constant map is exactly 1.0 where it attains its maximum and exactly
+    0.0 where it attains its minimum, and in [0, 1] everywhere (maps can be thresholded).
+    """
     lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
-    span = jnp.max(maps, axis=(-2, -1), keepdims=True) - lo
-    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+    hi = jnp.max(maps, axis=(-2, -1), keepdims=True)
+    # XLA may divide by multiplying with 1 / span, which flushes to zero when span is near
+    # float's maximum; such maps (and spans that overflow) are scaled down first.
+    huge = ~(hi - lo < 2.0**100)
+    scale = jnp.where(huge, 2.0**-8, 1.0).astype(maps.dtype)
+    span = scale * hi - scale * lo
+    varies = span > 0
+    scaled = (scale * maps - scale * lo) / jnp.where(varies, span, 1.0)
+    scaled = jnp.where(maps == hi, 1.0, jnp.where(maps == lo, 0.0, jnp.clip(scaled, 0.0, 1.0)))
+    return jnp.where(varies, scaled, 0.0).astype(maps.dtype)

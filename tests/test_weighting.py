@@ -63,3 +63,31 @@ def test_upsample_matches_opencv():
     ours = np.asarray(W.upsample(jnp.asarray(m), (224, 224)))[0]
     theirs = cv2.resize(m[0], (224, 224), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def _normalize_cases():
+    rng = np.random.default_rng(1)
+    yield rng.random((4, 31, 29)).astype(np.float32) * 37.0 - 5.0    # fractions, shifted
+    yield (rng.random((3, 224, 224)) ** 8).astype(np.float32) * 1e-3  # tiny, skewed spans
+    yield rng.uniform(-3.4e38, 3.4e38, (2, 7, 7)).astype(np.float32)       # span beyond float32's max
+    yield np.float32([[[1.0, 1.0 + 2**-23], [1.0, 1.0]]])             # a span of one ulp
+
+
+def test_normalize_is_exact_at_the_ends():
+    """Thresholds such as ``map == 1`` or ``map > 0`` are safe: the maximum of every
+    non-constant map is exactly 1.0 and its minimum exactly 0.0, eagerly and under jit
+    (where XLA may replace the division by a multiplication by a reciprocal)."""
+    import jax
+
+    for m in _normalize_cases():
+        for fn in (W.normalize, jax.jit(W.normalize)):
+            out = np.asarray(fn(jnp.asarray(m)))
+            assert out.dtype == np.float32 and np.all(np.isfinite(out))
+            assert np.all((out >= 0) & (out <= 1))
+            at_max = m == m.max(axis=(1, 2), keepdims=True)
+            at_min = m == m.min(axis=(1, 2), keepdims=True)
+            assert np.all(out[at_max] == 1.0) and np.all(out[at_min] == 0.0)
+            # the interior is min-max scaling, computed independently in float64
+            lo = m.min(axis=(1, 2), keepdims=True).astype(np.float64)
+            hi = m.max(axis=(1, 2), keepdims=True).astype(np.float64)
+            np.testing.assert_allclose(out, (m - lo) / (hi - lo), rtol=1e-6, atol=1e-6)
