@@ -1,23 +1,402 @@
-"""Files written whole or not at all."""
+"""Files in and out: writes that land whole or not at all, and image headers read (and
+checked for truncation) before any pixel is decoded.
+
+Writes go to a temporary file beside the target and are renamed into place, so a reader
+(or a crash) never sees a half-written file. The temporary is created with mode 0o666,
+which the process umask then restricts exactly as for ``open(path, "w")``: the files get
+the user's normal permissions, not the 0600 of ``tempfile.mkstemp``.
+
+An image's header states its size in a few bytes (a 235-byte PNG can declare 40000 x 1
+or 100 MP); :func:`image_header` reads that size, and walks the file's structure to the
+end, so that the caller can refuse a huge or truncated image before the decoder allocates
+anything or fills the missing part with grey.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import tempfile
+import re
+import secrets
+import struct
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to a temporary file beside ``path`` and renames it into place, so a
-    reader (or a crash) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+# --- writing ---------------------------------------------------------------------------
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """Creates a new empty file beside ``path``: (open descriptor, its path).
+
+    Mode 0o666 lets the umask decide the permissions (``os.umask`` itself is process-global
+    and cannot be read without being changed); O_EXCL never reuses an existing file.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """Writes ``data`` to a new temporary file beside ``path``, flushed to disk."""
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never publish an empty file after a crash
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+    return tmp
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Creates the missing folders above ``path``; returns those it created, deepest first."""
+    created = []
+    parent = path.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically: a temporary file beside it, renamed into
+    place, so a reader (or a crash) never sees a half-written file.
+
+    The file gets the permissions ``open(path, "w")`` would give (0o666 less the umask).
+    """
+    return atomic_write_all({path: data})[0]
+
+
+def atomic_write_all(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
+    """Writes several files all or none: every target is written, or none is changed.
+
+    Each file is first written to a temporary beside its target; only when all are
+    written are they renamed into place. If anything fails (a full disk, a folder in the
+    way of a target), the temporaries are removed, targets already renamed are put back
+    as they were (restored from a hard link to the old file, or removed if new), and the
+    folders this call created are removed again.
+
+    Args:
+      files: target path -> bytes.
+
+    Returns:
+      The target paths, in the order given.
+    """
+    targets = [Path(p) for p in files]
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"the same file is named twice among {[str(p) for p in targets]}")
+    made_dirs: list[Path] = []
+    temporaries: dict[Path, Path] = {}
+    backups: dict[Path, Path | None] = {}  # target -> hard link to its old version, or None
+    try:
+        for target, data in zip(targets, files.values()):
+            made_dirs += _make_parents(target)
+            if target.is_dir():
+                raise IsADirectoryError(f"cannot write {target}: a folder is in the way")
+            temporaries[target] = _write_temporary(target, data)
+        for target, tmp in temporaries.items():
+            backups[target] = _backup(target)
+            os.replace(tmp, target)
+        for backup in backups.values():
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        return targets
+    except BaseException:
+        for target, backup in backups.items():
+            if temporaries[target].exists():  # not renamed yet
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+            elif backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        for tmp in temporaries.values():
+            tmp.unlink(missing_ok=True)
+        for folder in sorted(set(made_dirs), key=lambda p: len(p.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: someone else wrote there meanwhile
+                pass
+        raise
+
+
+def _backup(target: Path) -> Path | None:
+    """A hard link to ``target``'s current file (None if there is none), so that a failed
+    all-or-none write can put it back."""
+    if not target.exists():
+        return None
+    for _ in range(100):
+        backup = target.with_name(f".{target.name}.{secrets.token_hex(6)}.old")
+        try:
+            os.link(target, backup)
+            return backup
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a backup link beside {target}")
+
+
+# --- image headers ---------------------------------------------------------------------
+
+class ImageError(ValueError):
+    """A file jaxcam will not decode: not a supported format, too large, truncated or
+    corrupt. The message names the problem and, where there is one, the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file declares before its pixels.
+
+    Attributes:
+      format: ``"png"``, ``"jpeg"``, ``"webp"``, ``"bmp"`` or ``"tiff"``.
+      width, height: the stored size in pixels (before any EXIF rotation).
+      orientation: the EXIF orientation (1..8; 1 when absent or unreadable).
+    """
+
+    format: str
+    width: int
+    height: int
+    orientation: int = 1
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+FORMATS = ("PNG", "JPEG", "WebP", "BMP", "TIFF")
+
+
+def image_header(data: bytes) -> ImageHeader:
+    """Reads the size of a PNG, JPEG, WebP, BMP or TIFF image, without decoding it.
+
+    The file's structure is walked to its end (PNG chunks and their CRCs, JPEG markers up
+    to the end-of-image marker, WebP chunks, the BMP pixel array, TIFF strips or tiles),
+    so that a truncated file is refused here rather than half-decoded.
+
+    Raises:
+      ImageError: an unsupported format, a truncated or corrupt structure, or a zero size.
+    """
+    data = memoryview(data).cast("B")
+    head = bytes(data[:12])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        header = _png(data)
+    elif head.startswith(b"\xff\xd8"):
+        header = _jpeg(data)
+    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        header = _webp(data)
+    elif head.startswith(b"BM"):
+        header = _bmp(data)
+    elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        header = _tiff(data)
+    else:
+        raise ImageError(f"not an image format jaxcam reads ({', '.join(FORMATS)})")
+    if header.width <= 0 or header.height <= 0:
+        raise ImageError(f"the {header.format.upper()} header declares an empty image "
+                         f"({header.width} x {header.height})")
+    return header
+
+
+def _need(data, end: int, what: str) -> None:
+    if end > len(data):
+        raise ImageError(f"truncated: the file ends at byte {len(data)}, inside the {what}")
+
+
+def _png(data) -> ImageHeader:
+    """PNG: IHDR first, every chunk whole and its CRC right, IEND at the end."""
+    pos, width = 8, None
+    orientation = 1
+    while True:
+        _need(data, pos + 8, "chunk header")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        _need(data, end, f"{kind.decode('latin-1')!r} chunk")
+        body = data[pos + 8:end - 4]
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+            raise ImageError(f"corrupt: the CRC of the PNG {kind.decode('latin-1')!r} chunk "
+                             "is wrong")
+        if width is None:
+            if kind != b"IHDR" or length != 13:
+                raise ImageError("corrupt: the PNG does not start with an IHDR chunk")
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"eXIf":
+            orientation = _exif_orientation(body)
+        elif kind == b"IEND":
+            return ImageHeader("png", width, height, orientation)
+        pos = end
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                  0xCF})
+# A marker inside entropy-coded data: 0xFF followed by anything but a stuffed zero, a
+# restart marker (RST0..7) or a fill byte.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg(data) -> ImageHeader:
+    """JPEG: segments to the frame header (SOF), then scans, up to the EOI marker."""
+    pos, size, orientation = 2, None, 1
+    while True:
+        _need(data, pos + 2, "marker")
+        if data[pos] != 0xFF:
+            raise ImageError(f"corrupt: no JPEG marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            if size is None:
+                raise ImageError("corrupt: the JPEG ends before its frame header")
+            return ImageHeader("jpeg", size[1], size[0], orientation)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a segment
+            pos += 2
+            continue
+        _need(data, pos + 4, "segment length")
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        end = pos + 2 + length
+        _need(data, end, f"segment of marker 0x{marker:02X}")
+        body = data[pos + 4:end]
+        if marker in _SOF:
+            if size is not None:
+                raise ImageError("corrupt: the JPEG has two frame headers")
+            if length < 8:
+                raise ImageError("corrupt: the JPEG frame header is too short")
+            size = struct.unpack(">HH", body[1:5])  # (height, width)
+        elif marker == 0xE1 and orientation == 1 and bytes(body[:6]) == b"Exif\x00\x00":
+            orientation = _exif_orientation(body[6:])
+        pos = end
+        if marker == 0xDA:  # a scan: entropy-coded data runs to the next real marker
+            if size is None:
+                raise ImageError("corrupt: the JPEG has a scan before its frame header")
+            found = _NEXT_MARKER.search(data, pos)
+            if found is None:
+                raise ImageError("truncated: the JPEG ends inside its image data (no "
+                                 "end-of-image marker)")
+            pos = found.start()
+
+
+def _webp(data) -> ImageHeader:
+    """WebP: the RIFF container whole, size from the VP8 / VP8L / VP8X chunk."""
+    (riff_size,) = struct.unpack("<I", data[4:8])
+    _need(data, 8 + riff_size, "RIFF container")
+    pos, end, size, orientation = 12, 8 + riff_size, None, 1
+    while pos + 8 <= end:
+        kind, length = struct.unpack("<4sI", data[pos:pos + 8])
+        body_end = pos + 8 + length
+        _need(data, body_end, f"{kind.decode('latin-1')!r} chunk")
+        body = data[pos + 8:body_end]
+        if size is None:
+            size = _webp_size(kind, bytes(body[:10]))
+        if kind == b"EXIF":
+            exif = bytes(body)
+            orientation = _exif_orientation(exif[6:] if exif.startswith(b"Exif\x00\x00")
+                                            else exif)
+        pos = body_end + (length & 1)
+    if size is None:
+        raise ImageError("corrupt: the WebP file has no image chunk")
+    return ImageHeader("webp", *size, orientation)
+
+
+def _webp_size(kind: bytes, body: bytes) -> tuple[int, int]:
+    if kind == b"VP8 " and len(body) >= 10 and body[3:6] == b"\x9d\x01\x2a":
+        w, h = struct.unpack("<HH", body[6:10])
+        return w & 0x3FFF, h & 0x3FFF
+    if kind == b"VP8L" and len(body) >= 5 and body[0] == 0x2F:
+        (bits,) = struct.unpack("<I", body[1:5])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8X" and len(body) >= 10:
+        return (int.from_bytes(body[4:7], "little") + 1,
+                int.from_bytes(body[7:10], "little") + 1)
+    raise ImageError(f"corrupt: the WebP file starts with a {kind!r} chunk, not an image")
+
+
+def _bmp(data) -> ImageHeader:
+    """BMP: size from the info header; an uncompressed pixel array must be whole."""
+    _need(data, 30, "BMP header")
+    offset, info_size = struct.unpack("<II", data[10:18])
+    if info_size == 12:  # OS/2 BITMAPCOREHEADER
+        width, height, _, bits = struct.unpack("<HHHH", data[18:26])
+        compression = 0
+    else:
+        _need(data, 34, "BMP header")
+        width, height, _, bits, compression = struct.unpack("<iiHHI", data[18:34])
+    height = abs(height)  # negative: rows stored top-down
+    if compression in (0, 3, 6) and width > 0:  # BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS
+        stride = (width * bits + 31) // 32 * 4
+        _need(data, offset + stride * height, "pixel array")
+    return ImageHeader("bmp", width, height)
+
+
+_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8
+
+
+def _tiff_ifd0(data) -> dict[int, tuple[int, ...]]:
+    """The integer tags of a TIFF structure's first directory: tag -> values.
+
+    Raises ImageError when the directory or a value lies outside the data.
+    """
+    order = "<" if bytes(data[:2]) == b"II" else ">"
+    (magic,) = struct.unpack(order + "H", data[2:4])
+    big = magic == 43
+    if big:
+        _need(data, 16, "BigTIFF header")
+        (ifd,) = struct.unpack(order + "Q", data[8:16])
+        count_fmt, entry_size, inline = "Q", 20, 8
+    else:
+        _need(data, 8, "TIFF header")
+        (ifd,) = struct.unpack(order + "I", data[4:8])
+        count_fmt, entry_size, inline = "H", 12, 4
+    count_size = struct.calcsize(count_fmt)
+    _need(data, ifd + count_size, "TIFF directory")
+    (n,) = struct.unpack(order + count_fmt, data[ifd:ifd + count_size])
+    start = ifd + count_size
+    _need(data, start + n * entry_size, "TIFF directory")
+    tags = {}
+    for i in range(n):
+        entry = data[start + i * entry_size:start + (i + 1) * entry_size]
+        # tag, type, count, then the value itself or where it lies: 4 or 8 bytes each
+        tag, kind, count = struct.unpack(order + "HH" + ("Q" if big else "I"),
+                                         entry[:entry_size - inline])
+        if kind not in _TIFF_TYPES:
+            continue
+        item = struct.calcsize(_TIFF_TYPES[kind])
+        value = entry[entry_size - inline:]
+        if count * item > inline:  # stored elsewhere: checked against the file first
+            (where,) = struct.unpack(order + ("Q" if big else "I"), value)
+            _need(data, where + count * item, f"TIFF tag {tag}")
+            value = data[where:where + count * item]
+        tags[tag] = struct.unpack(f"{order}{count}{_TIFF_TYPES[kind]}", value[:count * item])
+    return tags
+
+
+def _tiff(data) -> ImageHeader:
+    """TIFF: size from the first directory; its strips or tiles must lie in the file."""
+    tags = _tiff_ifd0(data)
+    if 256 not in tags or 257 not in tags:
+        raise ImageError("corrupt: the TIFF directory has no image width or height")
+    for offsets, counts in ((273, 279), (324, 325)):  # strips, tiles
+        if offsets in tags and counts in tags:
+            ends = [o + c for o, c in zip(tags[offsets], tags[counts])]
+            _need(data, max(ends, default=0), "image data")
+    return ImageHeader("tiff", tags[256][0], tags[257][0], tags.get(274, (1,))[0])
+
+
+def _exif_orientation(exif) -> int:
+    """The orientation tag (274) of EXIF data (a TIFF structure); 1 when unreadable, as
+    decoders treat a broken EXIF block."""
+    exif = memoryview(exif).cast("B")
+    if bytes(exif[:4]) not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    try:
+        value = _tiff_ifd0(exif).get(274, (1,))[0]
+    except (ImageError, struct.error):
+        return 1
+    return value if 1 <= value <= 8 else 1
