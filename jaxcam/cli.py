@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("grad_cam", "grad_cam_pp", "cam", "guided_grad_cam")
+WEIGHTS_HELP = ("a torchvision .pth, a converted .msgpack, or 'random'; required for models "
+                "without bundled weights (efficientnet_lite0 has them)")
 
 
 def class_names() -> list[str]:
@@ -26,31 +29,75 @@ def _top5(probs: np.ndarray, names: list[str] | None) -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other jaxcam error."""
+
+    def error(self, message):
+        _fail(f"{message} (see `{self.prog} --help`)")
+
+
+def _fail(message: str):
+    """Prints ``jaxcam: error: message`` as one line on stderr and exits with status 2."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    print(f"jaxcam: error: {'; '.join(lines)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _say(*lines: str) -> None:
+    """Prints to stdout; a closed pipe (``jaxcam ... | head -1``) silences the rest of the
+    output instead of failing: the files are written by then, the reader left early."""
+    try:
+        print(*lines, sep="\n", flush=True)
+    except BrokenPipeError:
+        # The Python docs' recipe: point stdout at devnull so that the interpreter's final
+        # flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _weights(model: str, weights: str | None) -> str | None:
+    """The ``weights`` argument of ``jaxcam.models.load`` for a command line's --weights.
+
+    Models without bundled weights need --weights: explaining a random network by accident
+    draws maps that mean nothing. ``--weights random`` asks for one on purpose.
+    """
+    from jaxcam import models
+
+    if weights is None and models.info(model).pretrained is None:
+        raise ValueError(
+            f"{model} has no bundled weights: pass --weights FILE, a torchvision checkpoint "
+            f"(.pth) or a file converted with `python -m pretrained_ports convert {model} "
+            f"FILE.pth -o {model}.msgpack`; or --weights random for a randomly initialised "
+            "network")
+    if weights == "random":
+        print(f"jaxcam: note: {model} has random weights (--weights random): its maps explain "
+              "no learned features", file=sys.stderr)
+    return weights
+
+
 def _explain(image_path, out_dir: Path, *, model: str, weights, layer, methods, target,
              prefix: str) -> list[Path]:
     import jax
 
     import jaxcam
 
-    split = jaxcam.models.load(model, layer=layer, weights=weights)
     image = jaxcam.viz.read_image(image_path)
+    split = jaxcam.models.load(model, layer=layer, weights=_weights(model, weights))
     x = split.preprocess(image)[None]
     probs = np.asarray(jax.nn.softmax(split.logits(x), axis=-1))[0]
     target = int(np.argmax(probs)) if target is None else target
-    print(f"{model} on {image_path}, top-5 classes:")
-    print(_top5(probs, class_names()))
-    written = []
+    overlays = {}
     for method in methods:
         maps = getattr(jaxcam, method)(split, x, target)
         if method == "guided_grad_cam":  # an image of gradients: show its magnitude
             maps = jaxcam._weighting.normalize(np.abs(maps).sum(-1))
-        path = out_dir / f"{prefix}{method}_class{target}.png"
-        jaxcam.viz.write_png(path, jaxcam.viz.overlay(image, np.asarray(maps[0]),
-                                                      preprocess=split.preprocess))
-        written.append(path)
-    print(f"explained class {target} at layer {split.layer!r}; wrote:")
-    for path in written:
-        print(f"  {path.resolve()}")
+        overlays[out_dir / f"{prefix}{method}_class{target}.png"] = jaxcam.viz.overlay(
+            image, np.asarray(maps[0]), preprocess=split.preprocess)
+    written = jaxcam.viz.write_all(overlays)  # files first: printing cannot stop them
+    _say(f"{model} on {image_path}, top-5 classes:", _top5(probs, class_names()),
+         f"explained class {target} at layer {split.layer!r}; wrote:",
+         *(f"  {path.resolve()}" for path in written))
     return written
 
 
@@ -74,9 +121,10 @@ def _compare(args) -> int:
 
     import jaxcam
 
-    split = jaxcam.models.load(args.model, layer=args.layer, weights=args.weights,
-                               activation=args.activation)
     image = jaxcam.viz.read_image(args.image)
+    split = jaxcam.models.load(args.model, layer=args.layer,
+                               weights=_weights(args.model, args.weights),
+                               activation=args.activation)
     x = split.preprocess(image)[None]
     target = args.target
     if target is None:
@@ -86,51 +134,50 @@ def _compare(args) -> int:
     jax.block_until_ready(result)
     out, stem = Path(args.out), f"{Path(args.image).stem}_{args.link}_class{target}"
     diff = np.abs(np.asarray(result.maps_exact[0]) - np.asarray(result.maps_approx[0]))
-    images = {"exact": np.asarray(result.maps_exact[0]),
-              "approx": np.asarray(result.maps_approx[0]),
-              "difference": diff / diff.max() if diff.max() > 0 else diff}
-    written = [jaxcam.viz.write_png(out / f"{stem}_{name}.png",
-                                    jaxcam.viz.overlay(image, m, preprocess=split.preprocess))
-               for name, m in images.items()]
+    maps = {"exact": np.asarray(result.maps_exact[0]),
+            "approx": np.asarray(result.maps_approx[0]),
+            "difference": diff / diff.max() if diff.max() > 0 else diff}
+    files = {out / f"{stem}_{name}.png": jaxcam.viz.overlay(image, m,
+                                                            preprocess=split.preprocess)
+             for name, m in maps.items()}
     stats = {"image": str(args.image), "model": args.model, "layer": split.layer,
              "activation": args.activation, "link": args.link, "class": target,
              "piecewise_linear_head": split.piecewise_linear_head,
              "max_abs_map_difference": float(diff.max()),
              **{k: v[0] for k, v in result.summary().items()}}
-    written.append(jaxcam.viz.write_text(out / f"{stem}_stats.json",
-                                         json.dumps(stats, indent=2) + "\n"))
-    print(f"exact vs closed-form Grad-CAM++, {args.model} at {split.layer!r}, link "
-          f"{args.link!r}, class {target}:")
-    for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff"):
-        print(f"  {key:15s} {stats[key]:.6g}")
-    print("wrote:")
-    for path in written:
-        print(f"  {path.resolve()}")
+    files[out / f"{stem}_stats.json"] = json.dumps(stats, indent=2) + "\n"
+    written = jaxcam.viz.write_all(files)  # all four or none; files first, then printing
+    _say(f"exact vs closed-form Grad-CAM++, {args.model} at {split.layer!r}, link "
+         f"{args.link!r}, class {target}:",
+         *(f"  {key:15s} {stats[key]:.6g}"
+           for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff")),
+         "wrote:", *(f"  {path.resolve()}" for path in written))
     return 0
 
 
 def _models(args) -> int:
     from jaxcam import models
 
+    lines = []
     for name in models.available():
         info = models.info(name)
         weights = "bundled ImageNet weights" if info.pretrained else "weights: a torchvision .pth"
-        print(f"{name:20s} default layer {info.default_layer:12s} "
-              f"{len(models.layers(name)):3d} layers  {weights}")
+        lines.append(f"{name:20s} default layer {info.default_layer:12s} "
+                     f"{len(models.layers(name)):3d} layers  {weights}")
+    _say(*lines)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxcam", description=__doc__)
+    parser = _Parser(prog="jaxcam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="explain the bundled cat photo with EfficientNet-Lite0")
     demo.add_argument("--out", default="jaxcam-demo", help="output folder (default ./jaxcam-demo)")
     demo.set_defaults(run=_demo)
     explain = sub.add_parser("explain", help="explain your own photo")
-    explain.add_argument("image", help="a photo (PNG, JPEG, ...)")
+    explain.add_argument("image", help="a photo: PNG, JPEG, WebP, BMP or TIFF")
     explain.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
-    explain.add_argument("--weights", default=None,
-                         help="torchvision .pth or converted .msgpack (default: bundled)")
+    explain.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     explain.add_argument("--layer", default=None, help="target layer (default: the model's)")
     explain.add_argument("--method", default="grad_cam", choices=METHODS)
     explain.add_argument("--class", dest="target", type=int, default=None,
@@ -138,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--out", default="jaxcam-out", help="output folder")
     explain.set_defaults(run=_explain_cmd)
     compare = sub.add_parser("compare", help="exact versus closed-form Grad-CAM++ on a photo")
-    compare.add_argument("image", help="a photo (PNG, JPEG, ...)")
+    compare.add_argument("image", help="a photo: PNG, JPEG, WebP, BMP or TIFF")
     compare.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
-    compare.add_argument("--weights", default=None, help="as for explain")
+    compare.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     compare.add_argument("--layer", default=None, help="target layer (default: the model's)")
     compare.add_argument("--activation", default="relu",
                          choices=("relu", "gelu", "silu", "softplus"),
@@ -156,11 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"jaxcam: error: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 0
+    except (ValueError, OSError) as e:  # bad input: images, weights files, paths, options
+        _fail(str(e) or type(e).__name__)
 
 
 if __name__ == "__main__":
