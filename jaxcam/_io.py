@@ -100,12 +100,13 @@ def atomic_write_all(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
     try:
         for target, data in zip(targets, files.values()):
             made_dirs += _make_parents(target)
-            if target.is_dir():
-                raise IsADirectoryError(f"cannot write {target}: a folder is in the way")
             temporaries[target] = _write_temporary(target, data)
         for target, tmp in temporaries.items():
             backups[target] = _backup(target)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as e:  # e.g. a folder in the way: name the target, not the temporary
+                raise type(e)(e.errno, f"cannot write {target}: {e.strerror}") from None
         for backup in backups.values():
             if backup is not None:
                 backup.unlink(missing_ok=True)
@@ -132,12 +133,12 @@ def atomic_write_all(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
 def _backup(target: Path) -> Path | None:
     """A hard link to ``target``'s current file (None if there is none), so that a failed
     all-or-none write can put it back."""
-    if not target.exists():
+    if not os.path.lexists(target) or target.is_dir():  # a folder: the rename will fail
         return None
     for _ in range(100):
         backup = target.with_name(f".{target.name}.{secrets.token_hex(6)}.old")
         try:
-            os.link(target, backup)
+            os.link(target, backup, follow_symlinks=False)  # a link stays a link
             return backup
         except FileExistsError:
             continue

@@ -121,7 +121,7 @@ def _to_rgb8(image: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
     if channels == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: one photo in memory
     if channels == 2:  # gray + alpha
         return _composite(image[..., [0, 0, 0]], image[..., 1], background)
     if channels == 4:
