@@ -26,7 +26,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcam._targets import SCALAR_LINKS, VECTOR_LINKS, Objective
+from jaxcam._targets import (SCALAR_LINKS, VECTOR_LINKS, Objective, check_choice,
+                             check_positive_int)
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
@@ -96,16 +97,32 @@ def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
         # d1 = cos(a), d2 = -sin(a), d3 = -cos(a)
     """
     check_choice("mode", mode, DERIVATIVES)
+    order = check_positive_int("order", order)
+    chunk = DEFAULT_CHUNK if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+    a = _check_point(fn, a)
     if mode == "approx":
         g = jax.grad(fn)(a)
         return tuple(g**k for k in range(1, order + 1))
-    return _generic(fn, a, order, chunk_size or DEFAULT_CHUNK)
+    return _generic(fn, a, order, chunk)
 
 
-def check_choice(name: str, value, choices) -> None:
-    """Raises ValueError naming the valid choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
+def _check_point(fn: Callable[[Array], Array], a) -> Array:
+    """``a`` as a float array at which ``fn`` returns a float scalar (checked by shape)."""
+    a = a if isinstance(a, jax.Array) else jnp.asarray(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        raise TypeError(f"a must be a float array (derivatives need real inputs), got dtype "
+                        f"{a.dtype}")
+    try:
+        out = jax.eval_shape(fn, a)
+    except Exception as e:  # a user's function: report it with the shapes
+        raise ValueError(f"fn failed on a of shape {a.shape} ({a.dtype}): "
+                         f"{type(e).__name__}: {e}") from e
+    if getattr(out, "shape", None) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+        got = (f"shape {out.shape} ({out.dtype})" if hasattr(out, "shape")
+               else type(out).__name__)
+        raise ValueError(f"fn must return a float scalar, shape (); it returned {got} for a "
+                         f"of shape {a.shape}")
+    return a
 
 
 # --- the explained score of a split: per-example scalar functions of A

@@ -25,9 +25,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
-from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives, check_choice
-from jaxcam._split import Split
-from jaxcam._targets import Objective, resolve
+from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
+from jaxcam._split import Split, check_guided, split_shapes
+from jaxcam._targets import (Objective, check_choice, check_finite_nonneg, check_positive_int,
+                             resolve)
 
 Array = jax.Array
 
@@ -140,23 +141,57 @@ def _run(program, split: Split, x: Array, classes: Array) -> Array:
     return program(split, x, classes)
 
 
-# --- input checks (only on concrete values: under a user's jit/vmap they are skipped)
+# --- input checks. Shapes are static, so the shape checks run under a caller's jit or
+# vmap too; the checks of values (finite x, class range) need concrete arrays and are
+# skipped for traced ones.
 
 def _check(split, x) -> Array:
+    """Checks the split and the batch x (B, H, W, C), and what the split returns for it."""
     if not isinstance(split, Split):
-        raise TypeError(f"expected a jaxcam.Split (from jaxcam.models.load or "
+        raise TypeError(f"split must be a jaxcam.Split (from jaxcam.models.load or "
                         f"jaxcam.Split(...)), got {type(split).__name__}")
-    if not isinstance(x, jax.core.Tracer):
-        x = jnp.asarray(x)
+    if not isinstance(x, jax.Array):
+        try:
+            x = jnp.asarray(x)
+        except TypeError as e:
+            raise TypeError(f"x must be an array of preprocessed images (B, H, W, C), got "
+                            f"{type(x).__name__}") from e
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of preprocessed images (B, H, W, C); got shape "
                          f"{x.shape}. For one image use x[None].")
+    if min(x.shape) < 1:
+        raise ValueError(f"x must hold at least one image with H, W, C >= 1; got shape "
+                         f"{x.shape} (B, H, W, C)")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be a float array of preprocessed images, got {x.dtype}; "
                          "apply split.preprocess(image) to uint8 photos first")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    # NumPy, not jnp: under a caller's jit, jnp on a closed-over x would give a tracer.
+    if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
         raise ValueError("x contains NaN or infinite values")
+    split_shapes(split, x)
     return x
+
+
+def _optional_positive_int(name: str, value) -> int | None:
+    return None if value is None else check_positive_int(name, value)
+
+
+def _check_key(key) -> Array:
+    """A typed ``jax.random.key`` as is, or a legacy raw ``jax.random.PRNGKey`` (uint32
+    key data) wrapped as the typed key with the same data: both give the same noise."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be one jax.random key, shape (); got keys of shape "
+                             f"{key.shape}")
+        return key
+    raw = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # default impl
+    if (isinstance(key, (jax.Array, np.ndarray)) and key.dtype == raw.dtype
+            and key.shape == raw.shape):
+        return jax.random.wrap_key_data(jnp.asarray(key))
+    got = (f"an array of shape {key.shape} and dtype {key.dtype}"
+           if isinstance(key, (jax.Array, np.ndarray)) else f"{type(key).__name__}")
+    raise TypeError(f"key must be a jax.random key: jax.random.key(seed), or a legacy "
+                    f"jax.random.PRNGKey(seed) ({raw.dtype} {raw.shape}); got {got}")
 
 
 # --- public API
@@ -252,8 +287,8 @@ def _grad_cam_pp_options(split, x, target, link, derivatives, engine, chunk_size
     check_choice("derivatives", derivatives, DERIVATIVES)
     check_choice("engine", engine, ENGINES)
     check_choice("variant", variant, W.VARIANTS)
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    chunk_size = _optional_positive_int("chunk_size", chunk_size)
+    eps = check_finite_nonneg("eps", eps)
     if engine == "linearised" and not split.piecewise_linear_head:
         raise ValueError("engine='linearised' is exact only for piecewise-linear heads "
                          "(split.piecewise_linear_head is False); use engine='generic'")
@@ -270,8 +305,8 @@ def _grad_cam_pp_options(split, x, target, link, derivatives, engine, chunk_size
                 "(equal to the closed form there), link='softmax' or 'log_softmax', or a "
                 "smooth head (jaxcam.models.load(..., activation='gelu')).",
                 UserWarning, stacklevel=3)
-    weighting = GradCAMPPWeights(float(eps), variant)
-    derivs = Derivatives(derivatives, engine, None if chunk_size is None else int(chunk_size))
+    weighting = GradCAMPPWeights(eps, variant)
+    derivs = Derivatives(derivatives, engine, chunk_size)
     return objective, classes, weighting, derivs
 
 
@@ -296,20 +331,21 @@ def cam(split: Split, x: Array, target=None, *, upsample: bool = True,
     return _run(program, split, x, classes)
 
 
-def _check_guided(split: Split) -> None:
+def _check_guided(split: Split, x: Array) -> None:
     if split.guided is None:
         raise ValueError(
             "guided backpropagation needs the network's forward pass with guided ReLUs: "
             "build the split with Split(guided=f), where f(variables, x) -> logits runs the "
             "whole network with jaxcam.guided_relu in place of every ReLU (the zoo models "
             "provide it)")
+    check_guided(split, x)
 
 
 def guided_backprop(split: Split, x: Array, target=None, *, link: str = "logit") -> Array:
     """Guided Backpropagation (Springenberg et al., 2015): dY/dx (B, H, W, C) through
     ReLUs that pass gradient only where both their input and the gradient are positive."""
     x = _check(split, x)
-    _check_guided(split)
+    _check_guided(split, x)
     objective, classes = resolve(split, x, target, link)
     return _run(_GuidedBackprop(objective), split, x, classes)
 
@@ -319,7 +355,7 @@ def guided_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
     """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled, [0, 1]-scaled Grad-CAM map
     times the guided-backpropagation gradients, (B, H, W, C)."""
     x = _check(split, x)
-    _check_guided(split)
+    _check_guided(split, x)
     objective, classes = resolve(split, x, target, link)
     program = _GuidedGradCAM(
         _GradientCAM(objective, GradCAMWeights(), Derivatives(), counterfactual, True, True),
@@ -440,9 +476,9 @@ def _sample_chunk(n_samples: int, sample_chunk: int | None, n_devices: int) -> i
     per_device = -(-(n_samples + 1) // n_devices)
     if sample_chunk is None:
         return n_devices * default_sample_chunk(per_device)
-    if int(sample_chunk) >= n_samples:
+    if sample_chunk >= n_samples:
         return n_devices * per_device
-    return n_devices * min(-(-int(sample_chunk) // n_devices), per_device)
+    return n_devices * min(-(-sample_chunk // n_devices), per_device)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -483,7 +519,8 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     to float rounding.
 
     Args:
-      key: a ``jax.random`` key.
+      key: a ``jax.random`` key: typed (``jax.random.key(seed)``) or legacy
+        (``jax.random.PRNGKey(seed)``); the same seed gives the same map either way.
       n_samples: the number of noisy copies (>= 1).
       noise: the noise spread relative to each image's value range (>= 0).
       sample_chunk: images evaluated together, the clean one counted (default: near-equal
@@ -498,18 +535,15 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
       Maps (B, H, W), or (B, h, w) with ``upsample=False``.
     """
     x = _check(split, x)
-    if int(n_samples) < 1:
-        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-    if not float(noise) >= 0:
-        raise ValueError(f"noise must be >= 0 (a fraction of the input's range), got {noise}")
-    if sample_chunk is not None and int(sample_chunk) < 1:
-        raise ValueError(f"sample_chunk must be a positive integer, got {sample_chunk}")
+    key = _check_key(key)
+    n = check_positive_int("n_samples", n_samples)
+    noise = check_finite_nonneg("noise", noise)
+    sample_chunk = _optional_positive_int("sample_chunk", sample_chunk)
     objective, classes, weighting, derivs = _grad_cam_pp_options(
         split, x, target, link, derivatives, engine, chunk_size, variant, eps)
-    n = int(n_samples)
     mesh = _sample_mesh(devices)
     chunk = _sample_chunk(n, sample_chunk, 1 if mesh is None else mesh.size)
-    program = _SmoothGradCAMPP(objective, weighting, derivs, n, float(noise), chunk,
+    program = _SmoothGradCAMPP(objective, weighting, derivs, n, noise, chunk,
                                counterfactual, upsample, normalize, mesh)
     if mesh is not None:
         split, x, classes, key = jax.device_put((split, x, classes, key),

@@ -2,16 +2,22 @@
 
 The explained score of example b is ``Y_b = link(S_b)[c_b]`` with ``S_b`` the logits and
 ``c_b`` its target class, or ``Y_b = link(target(S)_b)`` for a callable target.
+
+The checks of the arguments every public function shares (a choice among names, a
+positive integer, a finite non-negative number) live here too, next to the target's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxcam._split import split_shapes
 
 Array = jax.Array
 
@@ -76,34 +82,132 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-_NUM_CLASSES: dict = {}  # (split structure, input shape) -> C
+# --- argument checks shared by every public function. Options fix the program (shapes,
+# loop counts, constants), so they are Python values, checked here once, never traced.
+
+def _describe(value) -> str:
+    if isinstance(value, jax.core.Tracer):
+        return f"a traced array of shape {value.shape}"
+    return f"{value!r} ({type(value).__name__})"
 
 
-def num_classes(split, x: Array) -> int:
-    """The number of logits of ``split`` for inputs shaped like ``x`` (no compute)."""
-    leaves, treedef = jax.tree_util.tree_flatten(split)
-    key = (treedef, tuple((np.shape(l), str(getattr(l, "dtype", None))) for l in leaves),
-           tuple(x.shape), str(x.dtype))
-    if key not in _NUM_CLASSES:
-        if len(_NUM_CLASSES) > 256:  # many distinct user splits: keep the cache small
-            _NUM_CLASSES.clear()
-        out = jax.eval_shape(lambda s, x: s.logits(x), split, x)
-        if out.ndim != 2:
-            raise ValueError(f"the split's head must return logits (B, C); got shape {out.shape}")
-        _NUM_CLASSES[key] = out.shape[-1]
-    return _NUM_CLASSES[key]
+def _static(name: str, value) -> None:
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} is a static option (it fixes the compiled program): pass a "
+                        f"Python number, not {_describe(value)}; close over it or mark it "
+                        "static in your jax.jit")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raises ValueError naming the valid choices when ``value`` is not one of them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {tuple(choices)}")
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` as a Python int >= 1.
+
+    Integers only (Python ints, NumPy integers, integer 0-d arrays): a float such as 2.5
+    is refused rather than truncated, and a bool is refused although Python counts it as
+    an int (``n_samples=True`` is a mistake, not one sample).
+
+    Raises:
+      TypeError: not an integer, naming ``name``.
+      ValueError: an integer below 1, naming ``name``.
+    """
+    _static(name, value)
+    dtype = getattr(value, "dtype", None)
+    integral = (jnp.issubdtype(dtype, jnp.integer) and np.ndim(value) == 0 if dtype is not None
+                else isinstance(value, int) and not isinstance(value, bool))
+    if not integral:
+        raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {int(value)}")
+    return int(value)
+
+
+def check_finite_nonneg(name: str, value) -> float:
+    """``value`` as a Python float, finite and >= 0 (a NaN or inf option would make every
+    map NaN or zero without a word).
+
+    Raises:
+      TypeError: not a real number (a bool, a string, an array of several values),
+        naming ``name``.
+      ValueError: negative, NaN or infinite, naming ``name``.
+    """
+    _static(name, value)
+    dtype = getattr(value, "dtype", None)
+    real = ((jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+            and np.ndim(value) == 0 if dtype is not None
+            else isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not real:
+        raise TypeError(f"{name} must be a finite number >= 0, got {_describe(value)}")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {number}")
+    return number
+
+
+# --- targets
+
+def _check_target_fn(fn: Callable, logits: jax.ShapeDtypeStruct) -> None:
+    """A callable target must map logits (B, C) to float scores (B,)."""
+    try:
+        out = jax.eval_shape(fn, logits)
+    except Exception as e:  # a user's function: report it with the shapes
+        raise ValueError(f"the callable target failed on logits of shape {logits.shape}: "
+                         f"{type(e).__name__}: {e}") from e
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape != logits.shape[:1] or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"shape {shape} ({dtype})" if shape is not None else type(out).__name__
+        raise ValueError(f"a callable target must return one float score per image, shape "
+                         f"({logits.shape[0]},), from logits {logits.shape}; it returned {got}")
+
+
+_KINDS = "None, an int, an int array (B,) or a callable logits (B, C) -> scores (B,)"
+
+
+def _check_range(classes: np.ndarray, n: int) -> None:
+    bad = classes[(classes < 0) | (classes >= n)]
+    if bad.size:
+        raise ValueError(f"target class {int(bad[0])} is out of range: this model has {n} "
+                         f"classes, so targets must lie in [0, {n - 1}]")
+
+
+def _class_targets(target, batch: int, n: int) -> Array:
+    """Class targets as int32 (B,), range-checked BEFORE the cast: int32 would silently
+    wrap 2**32 + 1 to class 1. Traced targets cannot be range-checked."""
+    if isinstance(target, int) and not isinstance(target, bool):
+        _check_range(np.asarray([target], dtype=object), n)     # a Python int of any size
+        return jnp.full((batch,), target, jnp.int32)
+    classes = target if isinstance(target, jax.Array) else np.asarray(target)
+    if classes.dtype == bool or not jnp.issubdtype(classes.dtype, jnp.integer):
+        got = (f"an array of dtype {classes.dtype}" if classes.ndim
+               else f"{target!r} ({type(target).__name__})")
+        raise TypeError(f"target must be {_KINDS}; got {got}")
+    if classes.ndim > 1 or (classes.ndim == 1 and classes.shape != (batch,)):
+        raise ValueError(f"target array has shape {classes.shape}; expected ({batch},), one "
+                         "class per image of the batch")
+    if _is_concrete(classes):
+        _check_range(np.asarray(classes).reshape(-1), n)
+    return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), (batch,))
 
 
 def resolve(split, x: Array, target, link: str) -> tuple[Objective, Array]:
     """Checks ``target`` and ``link`` and returns the static objective and the classes (B,).
 
+    Shapes are static, so every check but the range of traced class indices also runs
+    under a caller's ``jit`` or ``vmap``.
+
     Raises:
       ValueError: unknown link, a link that needs class scores with a callable target, a
-        class index out of range, or a target array of the wrong shape.
+        callable target that does not return scores (B,), a class index out of range, or
+        a target array of the wrong shape.
+      TypeError: a target that is not an int (a bool, a float, a string).
     """
-    if link not in VECTOR_LINKS:
-        raise ValueError(f"unknown link {link!r}; expected one of {tuple(VECTOR_LINKS)}")
-    batch = x.shape[0]
+    check_choice("link", link, VECTOR_LINKS)
+    logits = split_shapes(split, x).logits
+    batch, n = logits.shape
     placeholder = jnp.zeros((batch,), jnp.int32)
     if target is None:
         return Objective(link, predicted=True), placeholder
@@ -113,20 +217,6 @@ def resolve(split, x: Array, target, link: str) -> tuple[Objective, Array]:
                 f"link={link!r} needs the scores of every class, but a callable target returns "
                 f"one score per example; use link='logit' or 'exp', or apply {link} inside "
                 "your target function")
+        _check_target_fn(target, logits)
         return Objective(link, fn=target), placeholder
-    classes = target if isinstance(target, jax.Array) else np.asarray(target)
-    if not jnp.issubdtype(classes.dtype, jnp.integer):
-        raise ValueError(f"target must be None, an int, an int array (B,) or a callable; got "
-                         f"an array of dtype {classes.dtype}")
-    if classes.ndim == 0:
-        classes = jnp.broadcast_to(classes, (batch,))
-    if classes.shape != (batch,):
-        raise ValueError(f"target array has shape {classes.shape}; expected ({batch},), one "
-                         "class per image of the batch")
-    if _is_concrete(classes) and _is_concrete(x):
-        n = num_classes(split, x)
-        bad = np.asarray(classes)[(np.asarray(classes) < 0) | (np.asarray(classes) >= n)]
-        if bad.size:
-            raise ValueError(f"target class {int(bad[0])} is out of range: this model has {n} "
-                             f"classes, so targets must lie in [0, {n - 1}]")
-    return Objective(link), jnp.asarray(classes, jnp.int32)
+    return Objective(link), _class_targets(target, batch, n)

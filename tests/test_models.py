@@ -17,29 +17,50 @@ def test_available_lists_the_whole_zoo():
     assert set(models.available()) == expected
 
 
-@pytest.mark.parametrize("name, default, some_layers", [
-    ("vgg16", "features.29", ["features.0", "features.30", "avgpool", "classifier.6"]),
-    ("vgg16_bn", "features.42", ["features.43", "classifier.0"]),
-    ("resnet18", "layer4", ["conv1", "bn1", "relu", "maxpool", "layer4.1", "fc"]),
-    ("resnet50", "layer4", ["layer4.2", "layer3.5", "layer1"]),
+@pytest.mark.parametrize("name, default, some_layers, not_spatial", [
+    ("vgg16", "features.29", ["features.0", "features.30", "avgpool"], ["classifier.6"]),
+    ("vgg16_bn", "features.42", ["features.43"], ["classifier.0"]),
+    ("resnet18", "layer4", ["conv1", "bn1", "relu", "maxpool", "layer4.1"], ["avgpool", "fc"]),
+    ("resnet50", "layer4", ["layer4.2", "layer3.5", "layer1"], ["fc"]),
     ("efficientnet_lite0", "_swish", ["_conv_stem", "_blocks.0", "_blocks.15", "_conv_head",
-                                      "_bn1", "_fc"]),
+                                      "_bn1"], ["avgpool", "_fc"]),
 ])
-def test_layers_and_default(name, default, some_layers):
+def test_layers_and_default(name, default, some_layers, not_spatial):
     names = models.layers(name)
     assert models.default_layer(name) == default
     assert default in names and set(some_layers) <= set(names)
+    assert not set(not_spatial) & set(names)  # no map to explain after pooling/flattening
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name", models.available())
+def test_default_layer_is_listed(name):
+    assert models.default_layer(name) in models.layers(name)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "efficientnet_lite0"])
+def test_the_last_listed_layer_outputs_a_spatial_map(name):
+    """Up to the last listed layer the output is a map (B, h, w, K); one stage further it
+    is not (shapes only: nothing is computed)."""
+    from jaxcam.models._layers import stage_index
+
+    net, stages = models.info(name).net, models.info(name).stages
+    last = stage_index(stages, models.layers(name)[-1]) + 1  # stages [0, last) are listed
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    shape = lambda stop: jax.eval_shape(  # noqa: E731
+        lambda v, x: net.apply(v, x, 0, stop), models.variable_shapes(name), x).shape
+    assert len(shape(last)) == 4 and min(shape(last)) >= 1
+    after = shape(last + 1)
+    assert len(after) == 2 or after[1:3] == (1, 1), (stages[last].name, after)
 
 
 def test_layers_are_in_forward_order():
     names = models.layers("resnet50")
     assert names[:4] == ["conv1", "bn1", "relu", "maxpool"]
     assert names.index("layer1.2") < names.index("layer1") < names.index("layer2.0")
-    assert names[-2:] == ["avgpool", "fc"]
+    assert names[-2:] == ["layer4.2", "layer4"]
     vgg = models.layers("vgg16")
-    assert vgg[:31] == [f"features.{i}" for i in range(31)]
-    assert vgg[32:] == [f"classifier.{i}" for i in range(7)]
+    assert vgg == [f"features.{i}" for i in range(31)] + ["avgpool"]  # adaptive: a 7 x 7 map
 
 
 def test_unknown_model_suggests_close_names():
@@ -54,6 +75,14 @@ def test_unknown_layer_suggests_close_names():
         models.load("resnet18", layer="layer5", weights="random")
     with pytest.raises(ValueError, match=r"'features.29'"):
         models.load("vgg16", layer="feature.29", weights="random")
+
+
+@pytest.mark.parametrize("name, layer, last", [
+    ("resnet18", "fc", "'layer4.1', 'layer4'"), ("resnet18", "avgpool", "'layer4'"),
+    ("vgg16", "classifier.6", "'avgpool'"), ("efficientnet_lite0", "_fc", "'_swish'")])
+def test_non_spatial_layer_is_refused_naming_the_last_spatial_ones(name, layer, last):
+    with pytest.raises(ValueError, match=rf"layer '{layer}' of {name} is not spatial.*{last}"):
+        models.load(name, layer=layer, weights="random")
 
 
 def test_pretrained_only_where_bundled():
@@ -106,8 +135,8 @@ def test_piecewise_linear_flag_follows_head_activation():
     x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
     np.testing.assert_array_equal(relu.activations(x), gelu.activations(x))
     assert not np.allclose(relu.logits(x), gelu.logits(x), atol=1e-3)
-    # Nothing after the fc layer: no activation to swap.
-    assert models.load("resnet18", weights="random", layer="fc",
+    # Only pooling and the linear layer after layer4: no activation to swap.
+    assert models.load("resnet18", weights="random", layer="layer4",
                        activation="gelu").piecewise_linear_head
     with pytest.raises(ValueError, match="unknown activation"):
         models.load("resnet18", weights="random", activation="tanh")

@@ -153,7 +153,9 @@ def adaptive_avg_pool(x: Array, out: int) -> Array:
 # --------------------------------------------------------------------------------------
 # Stage operations. Each is a frozen dataclass (hashable, so a network built from them is
 # a valid static jit argument) with ``__call__(x, *, name, activation)`` that runs inside
-# the compact call of StagedNet and creates its Flax submodule under ``name``.
+# the compact call of StagedNet and creates its Flax submodule under ``name``. An op whose
+# output is no longer a spatial map (global pooling, flattening) says so with
+# ``spatial = False``: no CAM can be taken there or after it.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +207,8 @@ class AdaptiveAvgPool:
 
 @dataclasses.dataclass(frozen=True)
 class GlobalAvgPool:
+    spatial = False  # (B, 1, 1, K): one value per channel, no map left
+
     def __call__(self, x, *, name, activation):
         return jnp.mean(x, axis=(1, 2), keepdims=True)
 
@@ -222,6 +226,7 @@ class Linear:
     """A linear layer; flattens (B, h, w, c) input in NHWC order first."""
 
     features: int
+    spatial = False  # (B, features)
 
     def __call__(self, x, *, name, activation):
         x = x.reshape(x.shape[0], -1)
@@ -277,6 +282,15 @@ def stage_names(stages: Sequence[Stage]) -> list[str]:
         names.append(stage.name)
         names.extend(stage.aliases)
     return names
+
+
+def spatial_stages(stages: Sequence[Stage]) -> tuple[Stage, ...]:
+    """The leading stages whose output is a spatial map (B, h, w, K): those up to the first
+    global pooling or flattening op. Only these can be explained by a CAM."""
+    for i, stage in enumerate(stages):
+        if not getattr(stage.op, "spatial", True):
+            return tuple(stages[:i])
+    return tuple(stages)
 
 
 def stage_index(stages: Sequence[Stage], layer: str) -> int | None:

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
 from jaxcam._split import Split
 from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
-                                   Linear, Stage, StagedNet, stage_index, stage_names)
+                                   Linear, Stage, StagedNet, spatial_stages, stage_index,
+                                   stage_names)
 from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages
 from jaxcam.models.resnet import resnet_stages
 from jaxcam.models.vgg import vgg_default_layer, vgg_stages
@@ -92,8 +93,10 @@ def info(name: str) -> ModelInfo:
 
 
 def layers(name: str) -> list[str]:
-    """The layers a model can be split at, in forward order."""
-    return stage_names(info(name).stages)
+    """The layers a model can be split at, in forward order: every stage whose output is a
+    spatial map (B, h, w, K). Global pooling, flattening and the classifier after them
+    leave no map to explain, so they are not listed."""
+    return stage_names(spatial_stages(info(name).stages))
 
 
 def default_layer(name: str) -> str:
@@ -151,6 +154,25 @@ def _resolve_weights(model: ModelInfo, weights: Any, seed: int):
     return load_weights(model.name, weights)
 
 
+def _split_index(model: ModelInfo, layer) -> int:
+    """The index of the stage named ``layer``, which must output a spatial map."""
+    valid = layers(model.name)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str) of {model.name}, e.g. "
+                        f"{model.default_layer!r}; got {type(layer).__name__}")
+    index = stage_index(model.stages, layer)
+    if index is None:
+        raise _unknown(f"layer of {model.name}", layer, valid,
+                       f"See jaxcam.models.layers({model.name!r}) for all {len(valid)}.")
+    if layer not in valid:
+        raise ValueError(
+            f"layer {layer!r} of {model.name} is not spatial: it comes after global pooling "
+            f"or flattening, so its output has no (h, w) map for a CAM to show. Split at a "
+            f"spatial layer; the last ones are {', '.join(map(repr, valid[-3:]))} (the usual "
+            f"target is {model.default_layer!r}).")
+    return index
+
+
 def load(name: str, *, layer: str | None = None,
          weights: str | os.PathLike | Mapping | None = None, activation: str = "relu",
          seed: int = 0) -> Split:
@@ -158,7 +180,8 @@ def load(name: str, *, layer: str | None = None,
 
     Args:
       name: a name from :func:`available`.
-      layer: where to split (a name from :func:`layers`); default :func:`default_layer`.
+      layer: where to split (a name from :func:`layers`: a stage whose output is a
+        spatial map); default :func:`default_layer`.
       weights: ``None`` for the model's default (the bundled ImageNet weights of
         ``efficientnet_lite0``, seeded random variables otherwise), ``"random"``,
         ``"pretrained"``, a PyTorch checkpoint path (``.pth``; converted once and cached
@@ -179,10 +202,7 @@ def load(name: str, *, layer: str | None = None,
     """
     model = info(name)
     layer = model.default_layer if layer is None else layer
-    index = stage_index(model.stages, layer)
-    if index is None:
-        raise _unknown(f"layer of {name}", layer, layers(name),
-                       f"See jaxcam.models.layers({name!r}) for all {len(layers(name))}.")
+    index = _split_index(model, layer)
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
     head_stages = model.stages[index + 1:]
