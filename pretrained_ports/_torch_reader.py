@@ -412,6 +412,10 @@ class _Mutation(Exception):
     """A pickle tried to alter a reader object; turned into an UnsafeCheckpointError."""
 
 
+class _BadRecord(Exception):
+    """A stand-in refused its arguments; turned into a CheckpointError naming the file."""
+
+
 class _Frozen:
     """Base of every object a pickle can reach: slotted (no ``__dict__``) and read-only.
 
@@ -546,7 +550,7 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
     if type(value) is not tuple or (
         value and (not set(map(type, value)) <= {int} or min(value) < 0)
     ):
-        raise CheckpointError(f"malformed tensor record: {what} {_describe(value)}")
+        raise _BadRecord(f"malformed tensor record: {what} {_describe(value)}")
     return value
 
 
@@ -555,7 +559,7 @@ def _rebuild_tensor(
 ) -> _TensorRef:
     """Stand-in for ``torch._utils._rebuild_tensor`` / ``_rebuild_tensor_v2``."""
     if not isinstance(storage, _StorageRef):
-        raise CheckpointError(f"malformed tensor record: storage is {_describe(storage)}")
+        raise _BadRecord(f"malformed tensor record: storage is {_describe(storage)}")
     return _tensor(storage, storage_offset, size, stride, storage.kind)
 
 
@@ -571,9 +575,9 @@ def _rebuild_tensor_v3(
 ) -> _TensorRef:
     """Stand-in for ``torch._utils._rebuild_tensor_v3`` (raw-byte storage + dtype)."""
     if not isinstance(storage, _StorageRef):
-        raise CheckpointError(f"malformed tensor record: storage is {_describe(storage)}")
+        raise _BadRecord(f"malformed tensor record: storage is {_describe(storage)}")
     if not isinstance(dtype, _Kind):
-        raise CheckpointError(f"malformed tensor record: dtype {_describe(dtype)}")
+        raise _BadRecord(f"malformed tensor record: dtype {_describe(dtype)}")
     return _tensor(storage, storage_offset, size, stride, dtype)
 
 
@@ -584,21 +588,21 @@ def _tensor(storage: _StorageRef, offset: Any, size: Any, stride: Any, kind: _Ki
     no later step can read (or size an array) beyond the storage's bytes.
     """
     if type(offset) is not int or offset < 0:
-        raise CheckpointError(f"malformed tensor record: storage offset {_describe(offset)}")
+        raise _BadRecord(f"malformed tensor record: storage offset {_describe(offset)}")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if len(size) != len(stride) or len(size) > _MAX_NDIM:
-        raise CheckpointError(
+        raise _BadRecord(
             f"malformed tensor record: size {_describe(size)} vs stride {_describe(stride)}"
         )
     if 0 not in size:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if (last + 1) * kind.itemsize > storage.nbytes:
-            raise CheckpointError(
+            raise _BadRecord(
                 f"malformed tensor record: size {_describe(size)}, stride {_describe(stride)} "
                 f"and offset {offset} address element {last} of a {storage.nbytes}-byte storage"
             )
     elif math.prod(max(n, 1) for n in size) > _MAX_EMPTY_EXTENT:  # numpy refuses these
-        raise CheckpointError(f"malformed tensor record: size {_describe(size)}")
+        raise _BadRecord(f"malformed tensor record: size {_describe(size)}")
     return _TensorRef(storage, offset, size, stride, kind)
 
 
@@ -746,6 +750,8 @@ class _Reader:
             return unpickler.load(), end
         except CheckpointError:
             raise
+        except _BadRecord as exc:
+            raise CheckpointError(f"checkpoint {self.source}: {exc}") from None
         except _Mutation as exc:
             raise UnsafeCheckpointError(
                 f"refusing checkpoint {self.source}: its pickle tries to modify {exc}"
