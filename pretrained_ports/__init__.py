@@ -2,8 +2,9 @@
 
 ``read_checkpoint`` reads torch's zip and legacy pickle formats through an allow-list
 unpickler; ``convert_checkpoint`` maps a state_dict onto a zoo model's variables by a
-rename-and-transpose table checked against the model's shapes; converted variables are
-stored as flax msgpack files and cached.
+rename-and-transpose table checked against the model's shapes and dtypes (NaN/Inf and
+non-float tensors refused); converted variables are stored as flax msgpack files, checked
+the same way when read back, and cached under the checkpoint's sha256.
 """
 
 from pretrained_ports._convert import ConversionReport as ConversionReport

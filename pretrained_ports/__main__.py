@@ -53,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("-o", "--output", required=True, help="output .msgpack path")
     args = parser.parse_args(argv)
 
-    from pretrained_ports import CheckpointError, ConversionError, convert_checkpoint, save_variables
-
     cannot_write = f"cannot write {args.output}: {{}}; choose another -o"
     problem = _unwritable(Path(args.output))
-    if problem:  # seen before a conversion that can take seconds
+    if problem:  # seen before importing jax and converting, which take seconds
         return _fail(cannot_write.format(problem))
+
+    from pretrained_ports import CheckpointError, ConversionError, convert_checkpoint, save_variables
+
     try:
         variables = convert_checkpoint(args.model, args.checkpoint)
     except (CheckpointError, ConversionError, ValueError, OSError, MemoryError) as e:

@@ -3,8 +3,8 @@
 A msgpack file is hostile until checked, whoever wrote it: it is read only up to a
 small multiple of the model's size, decoded by msgpack (which checks every declared
 length against the bytes it has), and then its structure, names, shapes, dtypes and
-values are checked by :func:`pretrained_ports.compare`, the same check a conversion
-runs. Only the checked arrays are returned.
+values are checked by ``_convert.compare``, the same check a conversion runs. Only
+the checked arrays are returned.
 
 The cache holds one msgpack entry per (model, checkpoint content): the entry is named
 by, and records, the sha256 of the checkpoint's bytes, so an edited checkpoint never
@@ -163,7 +163,7 @@ def _checked(source: str, variables: Mapping[str, Any], model: str,
 
     Raises:
       CheckpointError: the tree is malformed (too deep, or two leaves with one name).
-      ConversionError: the report of :func:`pretrained_ports.compare` is not clean.
+      ConversionError: the report of ``_convert.compare`` is not clean.
     """
     if specs is None:
         specs = _specs(_model(model)[1])

@@ -474,11 +474,14 @@ def test_command_line_convert(lite, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lite.msgpack", "taken"]
 
 
-def test_command_line_help_has_examples():
-    run = _cli("convert", "--help")
-    assert run.returncode == 0
-    assert "examples:" in run.stdout
-    assert "python -m pretrained_ports convert resnet50 resnet50-0676ba61.pth" in run.stdout
+def test_command_line_help_has_examples(capsys):
+    for args in (["--help"], ["convert", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out
+        assert "python -m pretrained_ports convert resnet50 resnet50-0676ba61.pth" in out
 
 
 def _cli_errors(tmp_path, lite_ckpt, lite_sd):
