@@ -162,8 +162,8 @@ def test_integral_options_of_numpy_types_are_accepted(tiny_split, tiny_x):
     plain = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, 2, key=KEY, **SMOOTH)
     numpy = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, np.int64(2), key=KEY,
                                       **{**SMOOTH, "n_samples": np.int64(3),
-                                         "noise": np.float32(0.2)})
-    np.testing.assert_array_equal(numpy, plain)
+                                         "noise": np.float64(0.2)})
+    np.testing.assert_array_equal(numpy, plain)  # equal static options: the same program
     # the same static options, hence the same compiled program
     options = [_grad_cam_pp_options(tiny_split, tiny_x, 1, "exp", "exact", "auto", chunk, "paper",
                                     eps)[2:] for chunk, eps in ((4, 0.0), (np.int16(4), np.int64(0)))]

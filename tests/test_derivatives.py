@@ -175,7 +175,7 @@ def test_smooth_head_uses_the_generic_engine():
     auto = jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", upsample=False, normalize=False)
     generic = jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", engine="generic",
                                  upsample=False, normalize=False)
-    np.testing.assert_array_equal(auto, generic)
+    _close(auto, generic, 1e-6)  # two compilations: equal up to rounding
     with pytest.raises(ValueError, match="piecewise-linear"):
         jaxcam.grad_cam_pp(split, x, 2, derivatives="exact", engine="linearised")
     cmp = jaxcam.compare_derivatives(split, x, 2, link="exp")
@@ -400,7 +400,8 @@ def test_compare_on_the_real_photo(assets):
     split = jaxcam.models.load("efficientnet_lite0")
     x = split.preprocess(jaxcam.viz.read_image(assets / "chelsea.png"))[None]
     same = jaxcam.compare_derivatives(split, x, 282, link="exp").summary()
-    assert same["spearman"][0] > 1 - 1e-6 and same["iou_top20"] == [1.0]
+    # Equal up to rounding, which may move a few pixels across the top-20 % threshold.
+    assert same["spearman"][0] > 1 - 1e-6 and same["iou_top20"][0] > 0.99
     assert same["relative_l2"][0] < 1e-5 and same["max_alpha_diff"][0] < 1e-5
     soft = jaxcam.compare_derivatives(split, x, 282, link="softmax")
     s = soft.summary()
