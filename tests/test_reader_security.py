@@ -267,7 +267,9 @@ def _hostile_bodies(fmt: str) -> dict[str, tuple[bytes, dict[str, tuple[int, byt
     }
 
 
-HOSTILE = list(_hostile_bodies("zip"))
+# Crashes the interpreter if it gets through, so it is only read in a child process.
+CRASHING = {"tuple key nesting"}
+HOSTILE = [name for name in _hostile_bodies("zip") if name not in CRASHING]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -385,9 +387,11 @@ def test_default_budget_reads_lite0_but_not_half_of_it() -> None:
 # ---------------------------------------------------------------- peak memory
 
 # Reads one file in a fresh interpreter and reports its peak resident memory. The
-# package's __init__ (which imports jax) is bypassed so the baseline stays small.
+# package's __init__ (which imports jax) is bypassed so the baseline stays small. The
+# peak is VmHWM, not ru_maxrss: a child started by vfork+exec inherits its parent's
+# ru_maxrss (pytest's, with torch loaded), which would hide anything smaller.
 _ISOLATED_READ = """
-import json, resource, sys, types
+import json, sys, types
 package = types.ModuleType("pretrained_ports")
 package.__path__ = [sys.argv[1] + "/pretrained_ports"]
 sys.modules["pretrained_ports"] = package
@@ -398,12 +402,16 @@ try:
     error = None
 except CheckpointError as exc:
     error = type(exc).__name__
-print(json.dumps({"error": error, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"error": error, "peak_kib": peak}))
 """
 RSS_TOLERANCE_MIB = 24
 
 
 def _isolated_read(path: Path) -> dict[str, Any]:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("peak memory is read from /proc (Linux)")
     done = subprocess.run([sys.executable, "-c", _ISOLATED_READ, str(ROOT), str(path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"reader process died ({done.returncode}): {done.stderr[-2000:]}"
@@ -416,23 +424,23 @@ def trusted_rss(tmp_path_factory: pytest.TempPathFactory) -> float:
     path.write_bytes(trusted("zip")[0])
     report = _isolated_read(path)
     assert report["error"] is None
-    return report["maxrss_kib"] / 1024
+    return report["peak_kib"] / 1024
 
 
 @pytest.mark.parametrize(
     "name",
-    ["stride-0 GiB tensor", "terabyte header", "memo index 2**26", "frame 2**62",
-     "BINBYTES8 2**40", "tuple key nesting", "EMPTY_SET flood", "bombs:storage", "bombs:pickle",
-     "bombs:lying"],
+    ["stride-0 GiB tensor", "terabyte header", "memo index 2**26", "text memo index",
+     "frame 2**62", "BINBYTES8 2**40", "tuple key nesting", "EMPTY_SET flood", "bombs:storage",
+     "bombs:pickle", "bombs:lying"],
 )
 def test_hostile_file_peak_memory(
     tmp_path: Path, trusted_rss: float, bombs: dict[str, Path], name: str
 ) -> None:
-    fmt = "legacy" if name in ("terabyte header", "tuple key nesting") else "zip"
+    fmt = "legacy" if name in ("terabyte header", "text memo index") else "zip"
     if name.startswith("bombs:"):
         path = bombs[name.partition(":")[2]]
     else:
         path = _write(tmp_path, checkpoint(fmt, *_hostile_bodies(fmt)[name]))
     report = _isolated_read(path)
     assert report["error"] is not None, "the hostile file was accepted"
-    assert report["maxrss_kib"] / 1024 - trusted_rss < RSS_TOLERANCE_MIB, report
+    assert report["peak_kib"] / 1024 - trusted_rss < RSS_TOLERANCE_MIB, (report, trusted_rss)
