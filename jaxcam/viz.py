@@ -194,10 +194,19 @@ def _inside(m: np.ndarray, cam_shape: tuple[int, int], image_shape: tuple[int, .
 def _warp(cam: np.ndarray, m: np.ndarray, top: int, left: int, height: int, width: int
           ) -> np.ndarray:
     """Rows [top, top + height) and columns [left, left + width) of the map drawn on the
-    photo (bilinear, edges replicated)."""
-    shifted = m - np.array([[0.0, 0.0, left], [0.0, 0.0, top]])
-    return cv2.warpAffine(cam, np.float32(shifted), dsize=(width, height),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    photo (bilinear, edges replicated).
+
+    Each photo pixel's map position is computed from its own coordinates, so a block of
+    rows equals the same rows of the whole photo's map (an offset ``warpAffine`` would
+    round its incremental positions differently).
+    """
+    (ax, _, bx), (_, ay, by) = m
+    xs = ((np.arange(left, left + width) - bx) / ax).astype(np.float32)
+    ys = ((np.arange(top, top + height) - by) / ay).astype(np.float32)
+    map_x, map_y = np.broadcast_to(xs, (height, width)), np.broadcast_to(ys[:, None],
+                                                                          (height, width))
+    return cv2.remap(cam, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y),
+                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def to_original(cam, image_shape: tuple[int, ...], preprocess: Preprocess | None = None

@@ -70,7 +70,8 @@ def test_random_weights_on_purpose_and_outputs_survive_a_closed_pipe(tmp_path):
          "--weights", "random", "--out", "o"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader is gone before the first line: `| head -0`
-    stderr = process.stderr.read().decode()
+    with process.stderr:
+        stderr = process.stderr.read().decode()
     assert process.wait() == 0, stderr
     assert stderr.splitlines() == ["jaxcam: note: resnet18 has random weights (--weights "
                                    "random): its maps explain no learned features"]

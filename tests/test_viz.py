@@ -53,6 +53,17 @@ def test_overlay_blends_inside_the_crop_only():
     np.testing.assert_allclose(out[150, 225], expected, atol=1)
 
 
+def test_overlay_in_row_blocks_equals_the_whole_photo_blend():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(1500, 1400, 3), dtype=np.uint8)  # > 1 block of rows
+    cam = rng.random((14, 14)).astype(np.float32)
+    on_photo, inside = viz.to_original(cam, image.shape, LITE0)
+    blend = 0.6 * image.astype(np.float64) + 0.4 * viz.heatmap(on_photo)
+    expected = np.where(inside[..., None], np.round(blend), image)
+    out = viz.overlay(image, cam, alpha=0.4, preprocess=LITE0)
+    assert np.abs(out.astype(np.int64) - expected).max() <= 1
+
+
 def test_heatmap_colours_and_errors():
     hot, cold = viz.heatmap(np.array([[1.0, 0.0]]))[0]
     assert hot[0] > hot[2] and cold[2] > cold[0]                 # jet: red high, blue low
@@ -82,6 +93,7 @@ def _jaxcam(*args, cwd):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_demo_writes_overlays_of_the_original_photo(tmp_path):
     run = _jaxcam("demo", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -94,6 +106,7 @@ def test_demo_writes_overlays_of_the_original_photo(tmp_path):
         assert str(p.resolve()) in run.stdout
 
 
+@pytest.mark.slow
 def test_explain_errors_are_clear_and_write_nothing(tmp_path, assets):
     run = _jaxcam("explain", str(assets / "coffee.png"), "--class", "1000", "--out", "o",
                   cwd=tmp_path)
@@ -104,6 +117,7 @@ def test_explain_errors_are_clear_and_write_nothing(tmp_path, assets):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_compare_command_writes_overlays_and_statistics(tmp_path, assets):
     import json
 
