@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from jaxcam import _io
