@@ -216,7 +216,15 @@ def _peak_rss_mb(code: str, tmp_path) -> float:
         from jaxcam import viz
         from jaxcam._preprocess import IMAGENET, TF_LITE
         """) + textwrap.dedent(code) + textwrap.dedent("""
-        print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+        def peak_mb():
+            # VmHWM is this process's own peak; ru_maxrss can carry the parent's across
+            # fork + exec (pytest's, which may be larger than this whole run)
+            try:
+                with open("/proc/self/status") as f:
+                    return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+            except (OSError, StopIteration):
+                return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(peak_mb()))
         """)
     run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True)
