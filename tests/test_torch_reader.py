@@ -151,6 +151,57 @@ def test_wrapped_checkpoint_unwraps(tmp_path: Path, fmt: str, wrapper: str) -> N
     _assert_matches(got, sd)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_imagenet_example_checkpoint_yields_its_state_dict(tmp_path: Path, fmt: str) -> None:
+    # The layout of pytorch/examples imagenet/main.py save_checkpoint: a top-level tensor
+    # (best_acc1) must not make the wrapper itself look like the state_dict.
+    sd = {"conv1.weight": torch.randn(4, 3, 3, 3), "fc.bias": torch.randn(4)}
+    checkpoint = {
+        "epoch": 90,
+        "arch": "resnet18",
+        "state_dict": sd,
+        "best_acc1": torch.tensor(69.7),
+        "optimizer": {"state": {0: {"momentum_buffer": torch.randn(4, 3, 3, 3)}},
+                      "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]},
+        "scheduler": {"last_epoch": 90},
+    }
+    path = _save(checkpoint, tmp_path / "checkpoint.pth.tar", FORMATS[fmt])
+    got = read_checkpoint(path)
+    _assert_matches(got, sd)
+    _assert_matches(got, torch.load(path, weights_only=True)["state_dict"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("keys", "winner"),
+    [
+        (("model", "state_dict"), "state_dict"),
+        (("net", "model"), "model"),
+        (("net", "model_state_dict"), "model_state_dict"),
+        (("net", "loss"), "net"),
+        (("state_dict", "w"), None),  # the wrapper holds no tensors: the top level wins
+    ],
+)
+def test_wrapper_preference(tmp_path: Path, fmt: str, keys: tuple[str, str], winner: str | None) -> None:
+    values = {
+        "model": {"a": torch.randn(2)}, "state_dict": {"b": torch.randn(3)},
+        "net": {"c": torch.randn(1)}, "model_state_dict": {"d": torch.randn(2, 2)},
+        "loss": torch.tensor(0.5),
+    }
+    checkpoint = {key: values.get(key, torch.randn(2)) for key in keys}
+    if winner is None:
+        checkpoint["state_dict"] = {"epoch": 3}
+    got = read_checkpoint(_save(checkpoint, tmp_path / "c.pt", FORMATS[fmt]))
+    expected = checkpoint[winner] if winner else {"w": checkpoint["w"]}
+    _assert_matches(got, expected)
+
+
+def test_tensor_names_must_be_strings(tmp_path: Path) -> None:
+    path = _save({"state_dict": {0: torch.randn(2)}}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="names a tensor 0, not a string"):
+        read_checkpoint(path)
+
+
 def test_top_level_non_tensors_are_dropped(tmp_path: Path) -> None:
     w = torch.randn(2)
     got = read_checkpoint(_save({"epoch": 3, "w": w, "name": "x"}, tmp_path / "c.pt"))
