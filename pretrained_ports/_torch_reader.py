@@ -85,6 +85,10 @@ _MAX_EMPTY_EXTENT = 1 << 48
 # (the widest str representation).
 _BYTES_PER_OPCODE = 128
 _BYTES_PER_PAYLOAD_BYTE = 4
+# zipfile's memory per central-directory record (a ZipInfo, its name, the name index;
+# measured ~550 bytes) and the smallest such record.
+_ZIP_ENTRY_BYTES = 640
+_ZIP_RECORD_MIN_BYTES = 46
 
 
 # --------------------------------------------------------------------------- budget
@@ -523,6 +527,11 @@ class _Global(_Frozen):
         return self.build(*args)
 
 
+def _exception_text(exc: BaseException) -> str:
+    """A foreign exception as one short line (its text may quote the file's bytes)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc)[:200].split())}"
+
+
 def _describe(value: Any) -> str:
     """A short, safe rendering of an untrusted value for an error message.
 
@@ -758,8 +767,7 @@ class _Reader:
             ) from None
         except Exception as exc:  # any other failure means the pickle stream is malformed
             raise CheckpointError(
-                f"malformed pickle in checkpoint {self.source}: {type(exc).__name__}: "
-                f"{str(exc)[:200]}"
+                f"malformed pickle in checkpoint {self.source}: {_exception_text(exc)}"
             ) from None
 
 
@@ -877,35 +885,60 @@ def _read_member(archive: zipfile.ZipFile, name: str, reader: _Reader) -> bytes:
     try:
         info = archive.getinfo(name)
     except KeyError:
-        raise CheckpointError(f"checkpoint {source} lacks record {name}") from None
+        raise CheckpointError(f"checkpoint {source} lacks record {name!r}") from None
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise CheckpointError(
-            f"checkpoint {source}: record {name} uses unsupported compression "
+            f"checkpoint {source}: record {name!r} uses unsupported compression "
             f"{info.compress_type}"
         )
-    reader.budget.take(info.file_size, f"record {name}")
+    reader.budget.take(info.file_size, f"record {name!r}")
     try:
         with archive.open(info) as stream:
             data = stream.read(info.file_size + 1)
     except Exception as exc:  # CRC errors, truncated members, bad headers, encryption
         raise CheckpointError(
-            f"checkpoint {source}: cannot read record {name}: {type(exc).__name__}: "
-            f"{str(exc)[:200]}"
+            f"checkpoint {source}: cannot read record {name!r}: {_exception_text(exc)}"
         ) from None
     if len(data) != info.file_size:
         raise CheckpointError(
-            f"checkpoint {source}: record {name} holds {len(data)} bytes, declares {info.file_size}"
+            f"checkpoint {source}: record {name!r} holds {len(data)} bytes, declares "
+            f"{info.file_size}"
         )
     return data
 
 
-def _read_zip(reader: _Reader) -> dict[str, np.ndarray]:
+def _zip_directory_bytes(file: io.BufferedReader, size: int) -> int:
+    """Size of the central directory the archive's end record declares (0 if none found).
+
+    Read here because ``zipfile.ZipFile`` builds one ``ZipInfo`` per directory record
+    (about 550 bytes for a 46-byte record) before anything can be checked.
+    """
+    tail_length = min(size, 22 + 0xFFFF)  # end record plus the longest comment
+    file.seek(size - tail_length)
+    tail = file.read(tail_length)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return 0
+    directory = _U32(tail, at + 12)[0]
+    if directory == 0xFFFFFFFF and at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":
+        record_at = _U64(tail, at - 12)[0]  # the zip64 end record, via its locator
+        if record_at + 56 <= size:
+            file.seek(record_at)
+            record = file.read(56)
+            if record[:4] == b"PK\x06\x06":
+                directory = _U64(record, 40)[0]
+    return min(directory, size)
+
+
+def _read_zip(reader: _Reader, file: io.BufferedReader, size: int) -> dict[str, np.ndarray]:
     source = reader.source
+    directory = _zip_directory_bytes(file, size)
+    reader.budget.take(directory // _ZIP_RECORD_MIN_BYTES * _ZIP_ENTRY_BYTES, "the zip directory")
     try:
-        archive = zipfile.ZipFile(source)
+        archive = zipfile.ZipFile(file)
     except Exception as exc:  # BadZipFile, OSError, struct/overflow errors in headers
         raise CheckpointError(
-            f"checkpoint {source} is a damaged zip archive: {type(exc).__name__}: {str(exc)[:200]}"
+            f"checkpoint {source} is a damaged zip archive: {_exception_text(exc)}"
         ) from None
     with archive:
         names = set(archive.namelist())
@@ -1064,10 +1097,10 @@ def read_checkpoint(
             size = os.fstat(file.fileno()).st_size
             reader = _Reader(source, max_bytes or default_max_bytes(size))
             if file.read(4) == _ZIP_MAGIC:
-                return _read_zip(reader)
+                return _read_zip(reader, file, size)
             reader.budget.take(size, "the file's bytes")
             file.seek(0)
             data = file.read(size)
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {source}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {source}: {_exception_text(exc)}") from exc
     return _read_legacy(reader, data)

@@ -84,7 +84,7 @@ def _read_bounded(path: Path) -> None:
         read_checkpoint(path)
     except CheckpointError as exc:
         message = str(exc)
-        assert "\n" not in message and str(path) in message, message
+        assert len(message.splitlines()) == 1 and str(path) in message, message
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
