@@ -215,10 +215,17 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
     * every length (FRAME, BINBYTES8, BINUNICODE8, LONG4...) fits in the bytes left;
     * values and MARKs nest at most ``_MAX_DEPTH`` deep (hashing a deeply nested
       tuple overflows the C stack: a 300 kB pickle crashes ``pickle.loads``);
-    * the stack never underflows, and STOP leaves exactly one value.
+    * STOP leaves exactly one value.
 
-    Its loop runs once per opcode, so it is written for speed: common classes first,
-    and a read past the end (``IndexError``) reported once, outside the loop.
+    Only streams the C unpickler would run need an exact replay: popping through a
+    MARK is not checked here because the C unpickler refuses it at that same opcode,
+    before anything else happens. Mutations (APPEND, SETITEM, BUILD) raise the depth
+    of the container on the stack but not of its memo copies; that leaves only lists,
+    dicts and objects under-counted, and hashing (the one unguarded recursion) stops
+    at them, while tuples, immutable, are counted exactly.
+
+    The loop runs once per opcode, so it is written for speed: common classes first,
+    and a read past the end or an empty pop (``IndexError``) reported once, outside.
 
     Returns:
         ``(end, cost)``: the offset just past STOP and an upper bound on the bytes the
@@ -251,8 +258,6 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                         f"memo index {index} at byte {pos} exceeds the {puts} memo writes "
                         "before it"
                     )
-                if len(stack) <= fence:
-                    raise IndexError
                 memo[index] = stack[-1]
                 puts += 1
                 pos += 5 if kind == _PUT4 else 2
@@ -282,23 +287,17 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                     raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
             elif kind == _POP2:
                 depth = max(pop(), pop()) + 1
-                if len(stack) < fence:
-                    raise IndexError  # popped through a MARK: the C unpickler refuses too
                 push(depth)
                 pos += 1
                 if depth > _MAX_DEPTH:
                     raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
             elif kind == _POP1:
-                if len(stack) <= fence:
-                    raise IndexError
                 depth = stack[-1] = stack[-1] + 1
                 pos += 1
                 if depth > _MAX_DEPTH:
                     raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
             elif kind == _INTO1 or kind == _INTO2:
                 depth = (pop() if kind == _INTO1 else max(pop(), pop())) + 1
-                if len(stack) <= fence:
-                    raise IndexError
                 if depth > stack[-1]:  # the container below now nests the value
                     stack[-1] = depth
                 pos += 1
@@ -323,8 +322,6 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                 depth = 1 + max(stack[fence:], default=0)
                 del stack[fence:]
                 fence = marks.pop()
-                if len(stack) <= fence:
-                    raise IndexError
                 if depth > stack[-1]:
                     stack[-1] = depth
                 pos += 1
@@ -332,8 +329,6 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                     raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
             elif kind == _POP3:
                 depth = max(pop(), pop(), pop()) + 1
-                if len(stack) < fence:
-                    raise IndexError
                 push(depth)
                 pos += 1
                 if depth > _MAX_DEPTH:
@@ -359,13 +354,9 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                 fence = marks.pop()
                 pos += 1
             elif kind == _DUP:
-                if len(stack) <= fence:
-                    raise IndexError
                 push(stack[-1])
                 pos += 1
             elif kind == _MEMOIZE:
-                if len(stack) <= fence:
-                    raise IndexError
                 memo[len(memo)] = stack[-1]
                 puts += 1
                 pos += 1
@@ -380,8 +371,6 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                         "before it"
                     )
                 else:
-                    if len(stack) <= fence:
-                        raise IndexError
                     memo[index] = stack[-1]
                     puts += 1
                 pos = line_end + 1
