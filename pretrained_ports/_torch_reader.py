@@ -117,7 +117,7 @@ class _Budget:
         self.used += nbytes
 
 
-def default_max_bytes(file_size: int) -> int:
+def _default_max_bytes(file_size: int) -> int:
     """The default budget: ``max(4 * file_size, 64 MiB)``.
 
     Four times the file covers holding the file's records, the float32 copies of
@@ -782,7 +782,8 @@ def _materialise(tensor: _TensorRef, raw: memoryview | bytes, byteorder: str) ->
         out = np.empty(tensor.size, dtype=target)
     else:
         # A size-1 dimension never steps, so its stride (free in the file) is dropped.
-        strides = tuple(s * dtype.itemsize if n > 1 else 0 for n, s in zip(tensor.size, tensor.stride))
+        itemsize = dtype.itemsize
+        strides = tuple(s * itemsize if n > 1 else 0 for n, s in zip(tensor.size, tensor.stride))
         view = np.ndarray(
             tensor.size, dtype=dtype, buffer=raw, offset=tensor.offset * dtype.itemsize,
             strides=strides,
@@ -1056,9 +1057,11 @@ def read_checkpoint(
 
     Args:
         path: A file written by ``torch.save`` (zip or legacy format).
-        max_bytes: The most bytes the read may allocate: records read or inflated
-            from the file, the objects its pickles build (a bound computed before
-            unpickling) and the arrays returned. Default ``max(4 * file size, 64 MiB)``.
+        max_bytes: The most bytes the read may allocate, each charge checked before
+            the allocation: records read or inflated from the file (and zipfile's index
+            of them), the objects its pickles can build (a bound computed before
+            unpickling) and the arrays returned. Default ``max(4 * file size, 64 MiB)``:
+            room for the file, float32 copies of half-precision tensors and the pickle.
 
     Returns:
         ``{name: array}`` in the file's key order. float16 and bfloat16 become
@@ -1084,7 +1087,7 @@ def read_checkpoint(
     try:
         with open(source, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            reader = _Reader(source, max_bytes or default_max_bytes(size))
+            reader = _Reader(source, max_bytes or _default_max_bytes(size))
             if file.read(4) == _ZIP_MAGIC:
                 return _read_zip(reader, file, size)
             reader.budget.take(size, "the file's bytes")
