@@ -41,7 +41,7 @@ torch = pytest.importorskip("torch")
 MIB = 1 << 20
 PEAK_LIMIT = 80 * MIB  # the 64 MiB budget of a small file, plus the interpreter's own
 FUZZ = settings(
-    max_examples=150,
+    max_examples=200,
     deadline=None,
     derandomize=True,
     database=None,
@@ -54,8 +54,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
+class _Seeds(dict):  # type: ignore[type-arg]
+    """fmt -> (bytes of a small torch.save file, the arrays torch.load reads from it)."""
+
+    def __repr__(self) -> str:  # hypothesis prints fixtures with a failing example
+        return f"<seed checkpoints {sorted(self)}>"
+
+
 @pytest.fixture(scope="module")
-def seeds(work: Path) -> dict[str, tuple[bytes, dict[str, np.ndarray]]]:
+def seeds(work: Path) -> _Seeds:
     """fmt -> (bytes of a small torch.save file, the arrays torch.load reads from it)."""
     gen = torch.Generator().manual_seed(2)
     base = torch.randn(4, 3, generator=gen)
@@ -67,7 +74,7 @@ def seeds(work: Path) -> dict[str, tuple[bytes, dict[str, np.ndarray]]]:
         "n": torch.tensor([3, -1], dtype=torch.int64),
         "e": torch.arange(2.0).expand(3, 2),
     }
-    out = {}
+    out = _Seeds()
     for fmt in FORMATS:
         path = work / f"seed-{fmt}.pt"
         torch.save(sd, path, _use_new_zipfile_serialization=fmt == "zip")

