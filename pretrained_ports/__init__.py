@@ -11,6 +11,7 @@ from pretrained_ports._convert import ConversionReport as ConversionReport
 from pretrained_ports._convert import check as check
 from pretrained_ports._convert import convert as convert
 from pretrained_ports._errors import CheckpointError as CheckpointError
+from pretrained_ports._errors import CheckpointTooLargeError as CheckpointTooLargeError
 from pretrained_ports._errors import ConversionError as ConversionError
 from pretrained_ports._errors import UnsafeCheckpointError as UnsafeCheckpointError
 from pretrained_ports._store import cache_dir as cache_dir
@@ -20,6 +21,6 @@ from pretrained_ports._store import load_weights as load_weights
 from pretrained_ports._store import save_variables as save_variables
 from pretrained_ports._torch_reader import read_checkpoint as read_checkpoint
 
-__all__ = ["CheckpointError", "ConversionError", "ConversionReport", "UnsafeCheckpointError",
+__all__ = ["CheckpointError", "CheckpointTooLargeError", "ConversionError", "ConversionReport", "UnsafeCheckpointError",
            "cache_dir", "check", "convert", "convert_checkpoint", "load_variables",
            "load_weights", "read_checkpoint", "save_variables"]
