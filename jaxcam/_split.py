@@ -147,9 +147,10 @@ def _check_shapes(split: Split, x: jax.ShapeDtypeStruct) -> SplitShapes:
         raise ValueError(f"split.head failed on activations of shape {tuple(shape)} "
                          f"({a.dtype}): {_first_line(e)}") from e
     out = getattr(logits, "shape", None)
-    if out is None or len(out) != 2 or out[0] != batch or out[1] < 1:
-        got = f"shape {tuple(out)}" if out is not None else type(logits).__name__
-        raise ValueError(f"split.head must return logits (B, C) = ({batch}, C); for "
+    if (out is None or len(out) != 2 or out[0] != batch or out[1] < 1
+            or not jnp.issubdtype(logits.dtype, jnp.floating)):
+        got = f"shape {tuple(out)} ({logits.dtype})" if out is not None else type(logits).__name__
+        raise ValueError(f"split.head must return float logits (B, C) = ({batch}, C); for "
                          f"activations of shape {tuple(shape)} it returned {got}")
     return SplitShapes(a, logits)
 

@@ -41,13 +41,17 @@ BAD_INPUTS = [
     ("uint8 x", None, lambda x: np.zeros((1, 16, 16, 3), np.uint8), 0, ValueError, r"x must be a float array"),
     ("nan x", None, lambda x: x.at[0, 0, 0, 0].set(jnp.nan), 0, ValueError, r"x contains NaN"),
     ("head (B,)", lambda s: s.replace(head=lambda v, a: tiny_head(v, a)[:, 0]), None, 0,
-     ValueError, r"split.head must return logits \(B, C\) = \(3, C\).*\(3, 8, 8, 6\).*shape \(3,\)"),
+     ValueError, r"split.head must return float logits \(B, C\) = \(3, C\).*\(3, 8, 8, 6\).*shape \(3,\)"),
     ("head (B, h, w, C)", lambda s: s.replace(head=lambda v, a: a @ v["w"]), None, 0,
-     ValueError, r"split.head must return logits \(B, C\).*shape \(3, 8, 8, 5\)"),
+     ValueError, r"split.head must return float logits \(B, C\).*shape \(3, 8, 8, 5\)"),
+    ("head int logits", lambda s: s.replace(head=lambda v, a: tiny_head(v, a).astype(jnp.int32)),
+     None, 0, ValueError, r"split.head must return float logits.*\(3, 5\) \(int32\)"),
     ("head raises", lambda s: s.replace(head=lambda v, a: a.mean((1, 2)) @ v["w"].T), None, 0,
      ValueError, r"split.head failed on activations of shape \(3, 8, 8, 6\)"),
     ("features (B, K)", lambda s: s.replace(features=lambda v, x: tiny_features(v, x).mean((1, 2))),
      None, 0, ValueError, r"split.features must return activations \(B, h, w, K\).*shape \(3, 6\)"),
+    ("features empty map", lambda s: s.replace(features=lambda v, x: tiny_features(v, x)[:, :0]),
+     None, 0, ValueError, r"split.features must return .*non-empty.*shape \(3, 0, 8, 6\)"),
     ("target 2**32 + 1", None, None, 2**32 + 1, ValueError, r"target class 4294967297 is out of range.*\[0, 4\]"),
     ("target 2**70", None, None, 2**70, ValueError, r"target class 1180591620717411303424 is out of range"),
     ("int64 targets beyond int32", None, None, np.array([0, 2**32 + 1, 1]), ValueError,
@@ -192,7 +196,7 @@ def test_under_jit_shape_checks_apply_and_value_checks_are_skipped(tiny_split, t
     # A concrete target is range-checked even when x is traced.
     with pytest.raises(ValueError, match="target class 4294967297 is out of range"):
         jax.jit(lambda x: jaxcam.grad_cam(tiny_split, x, 2**32 + 1))(tiny_x)
-    with pytest.raises(ValueError, match="split.head must return"):
+    with pytest.raises(ValueError, match="split.head must return float logits"):
         jax.vmap(lambda x: jaxcam.grad_cam(tiny_split.replace(head=lambda v, a: a), x, 0))(
             tiny_x[None])
     with pytest.raises(TypeError, match=r"n_samples is a static option.*traced"):
