@@ -26,8 +26,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcam._targets import (SCALAR_LINKS, VECTOR_LINKS, Objective, check_choice,
-                             check_positive_int)
+from jaxcam._checks import check_choice, check_positive_int
+from jaxcam._targets import SCALAR_LINKS, VECTOR_LINKS, Objective
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")

@@ -27,8 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxcam import _weighting as W
 from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
 from jaxcam._split import Split, check_guided, split_shapes
-from jaxcam._targets import (Objective, check_choice, check_finite_nonneg, check_positive_int,
-                             resolve)
+from jaxcam._checks import check_choice, check_finite_nonneg, check_positive_int
+from jaxcam._targets import Objective, resolve
 
 Array = jax.Array
 

@@ -192,10 +192,11 @@ def test_preprocess_equals_resizing_the_whole_photo(shape, pre, assets):
         crop = whole[top:top + pre.size, left:left + pre.size].astype(np.float32)
         expected = (crop - np.float32(pre.mean)) / np.float32(pre.std)
         levels = np.abs(pre(photo) - expected) * np.float32(pre.std)  # in uint8 levels
-        if pre.interpolation == "bilinear":
-            assert levels.max() < 1e-3      # OpenCV's own fixed-point arithmetic
-        else:
-            assert levels.max() < 1 + 1e-3  # float weights versus OpenCV's 11-bit ones
+        # Bilinear repeats OpenCV's fixed-point arithmetic (equal on this build; one level
+        # allowed for builds whose vector paths round otherwise); bicubic blends with
+        # float weights where OpenCV rounds them to 11 bits.
+        assert levels.max() < 1 + 1e-3
+        assert levels.mean() < (0.01 if pre.interpolation == "bilinear" else 0.05)
 
 
 @pytest.mark.parametrize("shape", [(1, 40000), (40000, 1), (3, 9000)])
