@@ -59,10 +59,16 @@ def _specs(shapes: Mapping[str, Any]) -> dict[str, Spec]:
     return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in _flatten(shapes).items()}
 
 
-def convert_checkpoint(name: str, checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """Reads a PyTorch checkpoint and converts it to the Flax variables of zoo model ``name``."""
+def convert_checkpoint(name: str, checkpoint: str | os.PathLike, *,
+                       max_bytes: int | None = None) -> dict[str, Any]:
+    """Reads a PyTorch checkpoint and converts it to the Flax variables of zoo model ``name``.
+
+    ``max_bytes`` bounds what reading the checkpoint may allocate (see
+    :func:`read_checkpoint`; the default suits checkpoints of ordinary shape).
+    """
     model, shapes = _model(name)
-    return convert(name, read_checkpoint(checkpoint), shapes, dict(model.nchw_flatten))
+    return convert(name, read_checkpoint(checkpoint, max_bytes=max_bytes), shapes,
+                   dict(model.nchw_flatten))
 
 
 def save_variables(path: str | os.PathLike, variables: Any, *, model: str) -> Path:

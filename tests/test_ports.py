@@ -200,6 +200,14 @@ def test_non_finite_tensor_in_a_real_checkpoint_file(lite, tmp_path):
         pretrained_ports.convert_checkpoint(LITE, tmp_path / "nan.pth")
 
 
+
+def test_conversion_passes_the_reading_budget_on(lite):
+    path, _, variables = lite
+    _assert_trees_equal(pretrained_ports.convert_checkpoint(LITE, path, max_bytes=2**30),
+                        variables)
+    with pytest.raises(pretrained_ports.CheckpointTooLargeError, match="max_bytes"):
+        pretrained_ports.convert_checkpoint(LITE, path, max_bytes=path.stat().st_size // 2)
+
 # --- msgpack files ----------------------------------------------------------------------
 
 def test_store_round_trip_and_checks(tmp_path):
