@@ -1,19 +1,26 @@
 """Image preprocessing: the model's own uint8 photo -> input transform, and its geometry.
 
-The resize-then-crop is computed for the kept pixels only: each output pixel of the crop
-is interpolated from the few source pixels OpenCV's ``cv2.resize`` would use (same
-sampling positions, same kernels, edges replicated), so the result equals resizing the
-whole photo and cropping (bit for bit for bilinear, to 1 uint8 level for bicubic), while
-memory stays proportional to the crop, not to the resized photo. That matters for extreme
-aspect ratios: resizing a 40000 x 1 photo's short side to 256 makes 10 million columns
-(7.9 GB) of which the crop keeps 224.
+Resizing the short side then cropping the centre is ``cv2.resize`` of the whole photo
+while the resized photo is small (at most ``WHOLE_RESIZE_MAX_PIXELS``: every photo up to
+an aspect ratio of about 50:1). Beyond that, the resize is computed for the kept pixels
+only: each output pixel of the crop is interpolated from the few source pixels
+``cv2.resize`` would use (same sampling positions, same kernels, edges replicated), so
+the result equals resizing the whole photo and cropping (bit for bit for bilinear on this
+OpenCV build, to 1 uint8 level for bicubic) while memory stays proportional to the crop.
+That matters for extreme aspect ratios: resizing a 40000 x 1 photo's short side to 256
+makes 10 million columns (7.9 GB) of which the crop keeps 224.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
+
+# Above this many pixels the resized photo is not made (3 MP, 9.4 MB as RGB uint8).
+WHOLE_RESIZE_MAX_PIXELS = 3 * 2**20
+_CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 _TAPS = {"bilinear": 2, "bicubic": 4}
 _CUBIC_A = -0.75  # OpenCV's bicubic kernel (Keys with a = -0.75)
@@ -135,8 +142,14 @@ class Preprocess:
         if self.interpolation not in _TAPS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; expected one of "
                              f"{tuple(_TAPS)}")
-        crop = resize_crop(image, (rh, rw), (top, left, self.size, self.size),
-                           self.interpolation).astype(np.float32)
+        if rh * rw <= WHOLE_RESIZE_MAX_PIXELS:  # OpenCV's own resize, 10-20x faster
+            resized = cv2.resize(image, (rw, rh),
+                                 interpolation=_CV2_INTERPOLATION[self.interpolation])
+            crop = resized[top:top + self.size, left:left + self.size]
+        else:
+            crop = resize_crop(image, (rh, rw), (top, left, self.size, self.size),
+                               self.interpolation)
+        crop = crop.astype(np.float32)
         return (crop - np.float32(self.mean)) / np.float32(self.std)
 
 
