@@ -25,9 +25,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
+from jaxcam._checks import check_choice, check_finite_nonneg, check_positive_int
 from jaxcam._derivatives import DERIVATIVES, ENGINES, cam_derivatives
 from jaxcam._split import Split, check_guided, split_shapes
-from jaxcam._checks import check_choice, check_finite_nonneg, check_positive_int
 from jaxcam._targets import Objective, resolve
 
 Array = jax.Array
@@ -165,9 +165,12 @@ def _check(split, x) -> Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be a float array of preprocessed images, got {x.dtype}; "
                          "apply split.preprocess(image) to uint8 photos first")
-    # NumPy, not jnp: under a caller's jit, jnp on a closed-over x would give a tracer.
-    if not isinstance(x, jax.core.Tracer) and not np.isfinite(np.asarray(x)).all():
-        raise ValueError("x contains NaN or infinite values")
+    if not isinstance(x, jax.core.Tracer):
+        # Evaluated now, on x's device, also inside a caller's jit (a closed-over x).
+        with jax.ensure_compile_time_eval():
+            finite = bool(jnp.all(jnp.isfinite(x)))
+        if not finite:
+            raise ValueError("x contains NaN or infinite values")
     split_shapes(split, x)
     return x
 

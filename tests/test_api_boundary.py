@@ -220,3 +220,16 @@ def test_zoo_lists_only_spatial_layers():
         jaxcam.models.load("resnet18", layer="fc", weights="random")
     with pytest.raises(TypeError, match=r"layer must be a layer name \(str\)"):
         jaxcam.models.load("resnet18", layer=4, weights="random")
+
+
+def test_closed_over_x_inside_a_callers_jit_is_checked(tiny_split, tiny_x):
+    """An x closed over by a caller's jit is concrete: it is checked (on its device) and
+    explained as when passed directly."""
+    def explain(x):
+        return jax.jit(lambda v: jaxcam.grad_cam(tiny_split.replace(variables=v), x, 1))(
+            tiny_split.variables)
+
+    np.testing.assert_allclose(explain(tiny_x), jaxcam.grad_cam(tiny_split, tiny_x, 1),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        explain(tiny_x.at[1, 2, 3, 0].set(jnp.nan))
