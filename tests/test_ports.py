@@ -447,6 +447,15 @@ def test_cache_follows_content_not_path_size_or_mtime(lite, cache, tmp_path):
     assert len(list(cache.glob(f"{LITE}-*.msgpack"))) == 2  # one entry per content
 
 
+def test_file_in_place_of_the_cache_folder_does_not_stop_loading(lite, cache):
+    """An unusable cache (here a file where its folder should be: refused even to root)
+    costs the conversion, never the load."""
+    ckpt, _, reference = lite
+    cache.write_bytes(b"not a folder")
+    _assert_trees_equal(pretrained_ports.load_weights(LITE, ckpt), reference)
+    assert cache.read_bytes() == b"not a folder"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_read_only_cache_does_not_stop_loading(lite, cache):
     ckpt, _, reference = lite
