@@ -14,7 +14,6 @@ any check is rebuilt from the checkpoint and replaced atomically.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -46,7 +45,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JAXCAM_CACHE") or Path.home() / ".cache" / "jaxcam")
 
 
-@functools.cache  # tracing the model's init for its shapes costs up to a second
 def _model(name: str):
     import jaxcam.models  # the zoo defines the target shapes
 

@@ -117,8 +117,16 @@ def _init(net: StagedNet, seed: int):
 
 
 def variable_shapes(name: str) -> dict[str, Any]:
-    """The variables' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), computing nothing."""
-    net = info(name).net
+    """The variables' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), computing nothing.
+
+    Traced once per model (tracing a large init takes up to a second); each call returns
+    a fresh tree, so a caller may modify it.
+    """
+    return jax.tree_util.tree_map(lambda leaf: leaf, _variable_shapes(info(name).net))
+
+
+@functools.cache
+def _variable_shapes(net: StagedNet) -> dict[str, Any]:
     return jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
 
 
