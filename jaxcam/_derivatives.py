@@ -20,7 +20,6 @@ Two exact engines compute them and must agree:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
@@ -28,50 +27,12 @@ import jax.numpy as jnp
 
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam._targets import SCALAR_LINKS, VECTOR_LINKS, Objective
+from jaxcam._taylor import basis_derivatives, map_chunks, taylor_along
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
 ENGINES = ("auto", "generic", "linearised")
 DEFAULT_CHUNK = 256
-
-
-def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -> Array:
-    """[d^k/dt^k fn(a + t v) at t = 0 for k = 1..order], by nested ``jax.jvp``.
-
-    ``fn`` may return any shape; the result has a leading axis of length ``order``.
-    One nesting level per order: level j turns every value into (value, derivative along
-    v), so after ``order`` levels the entry at index 2^k - 1 is the k-th derivative.
-    """
-    def lift(f):
-        def lifted(x):
-            primals, tangents = jax.jvp(f, (x,), (v,))
-            return (*primals, *tangents)
-        return lifted
-
-    g = lambda x: (fn(x),)  # noqa: E731
-    for _ in range(order):
-        g = lift(g)
-    values = g(a)
-    return jnp.stack([values[2**k - 1] for k in range(1, order + 1)])
-
-
-def _map_chunks(f: Callable[[Array], Array], n: int, chunk: int) -> Array:
-    """Stacks f(indices) over consecutive chunks of range(n): (n, ...) from (chunk, ...)."""
-    chunk = max(1, min(chunk, n))
-    count = math.ceil(n / chunk)
-    out = jax.lax.map(lambda start: f(start + jnp.arange(chunk)), jnp.arange(count) * chunk)
-    return out.reshape(count * chunk, *out.shape[2:])[:n]
-
-
-def _generic(fn, a: Array, order: int, chunk: int) -> tuple[Array, ...]:
-    n = a.size
-
-    def directions(idx):
-        basis = (idx[:, None] == jnp.arange(n)[None, :]).astype(a.dtype)
-        return jax.vmap(lambda v: taylor_along(fn, a, v.reshape(a.shape), order))(basis)
-
-    d = _map_chunks(directions, n, chunk)  # (n, order); padded indices give zero directions
-    return tuple(d[:, k].reshape(a.shape) for k in range(order))
 
 
 def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
@@ -103,7 +64,7 @@ def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
     if mode == "approx":
         g = jax.grad(fn)(a)
         return tuple(g**k for k in range(1, order + 1))
-    return _generic(fn, a, order, chunk)
+    return basis_derivatives(fn, a, order, chunk)
 
 
 def _check_point(fn: Callable[[Array], Array], a) -> Array:
@@ -229,7 +190,7 @@ def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, ord
         cols = columns[jnp.minimum(idx, n - 1)]
         return jax.vmap(lambda u: taylor_along(score, s0, u, order))(cols)
 
-    d = _map_chunks(along, n, chunk)  # (n, order)
+    d = map_chunks(along, n, chunk)  # (n, order)
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
 
 
@@ -266,6 +227,6 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
 
     def one(a, c):
         score = lambda a: objective(split.logits_from(a[None]), c[None])[0]  # noqa: E731
-        return _generic(score, a, order, chunk)
+        return basis_derivatives(score, a, order, chunk)
 
     return jax.vmap(one)(a, classes)
