@@ -26,8 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._checks import check_choice, check_positive_int
-from jaxcam._targets import SCALAR_LINKS, VECTOR_LINKS, Objective
-from jaxcam._taylor import basis_derivatives, map_chunks, taylor_along
+from jaxcam import _links as L
+from jaxcam._targets import SCALAR_LINKS, Objective
+from jaxcam._taylor import basis_derivatives, map_chunks
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
@@ -97,9 +98,9 @@ def head_gradient(split, a: Array, objective: Objective, classes: Array):
       the objective explains the predicted class.
     """
     logits, head_vjp = jax.vjp(split.logits_from, a)
-    classes = objective.classes(jax.lax.stop_gradient(logits), classes)
-    dy_dlogits = jax.grad(lambda s: jnp.sum(objective(s, classes)))(logits)
-    (g,) = head_vjp(dy_dlogits)
+    logits_0 = jax.lax.stop_gradient(logits)
+    classes = objective.classes(logits_0, classes)
+    (g,) = head_vjp(objective.gradient(logits_0, classes))
     return g, logits, classes
 
 
@@ -107,75 +108,71 @@ def _needs_one_row(objective: Objective) -> bool:
     return objective.fn is None and objective.link in SCALAR_LINKS
 
 
-def _softmax_family(link: str, p_c: Array, u_c: Array, m: tuple[Array, Array, Array],
-                    order: int) -> tuple[Array, ...]:
-    """Pure derivatives of softmax_c / log_softmax_c along logit directions u.
-
-    With p = softmax(S) and the moments m_k = sum_j p_j u_j^k of each direction,
-    log_softmax_c(S + t u) = S_c + t u_c - K(t), where K is the cumulant generating
-    function of u under p, whose derivatives at 0 are the cumulants k1 = m1,
-    k2 = m2 - m1^2, k3 = m3 - 3 m1 m2 + 2 m1^3. So h = log_softmax_c has derivatives
-    (u_c - k1, -k2, -k3), and softmax_c = p_c exp(h - h(0)) has derivatives p_c h1,
-    p_c (h1^2 + h2), p_c (h1^3 + 3 h1 h2 + h3).
-    """
-    m1, m2, m3 = m
-    h1, h2, h3 = u_c - m1, -(m2 - m1**2), -(m3 - 3 * m1 * m2 + 2 * m1**3)
-    if link == "log_softmax":
-        return (h1, h2, h3)[:order]
-    return (p_c * h1, p_c * (h1**2 + h2), p_c * (h1**3 + 3 * h1 * h2 + h3))[:order]
-
-
-def _jacobian_moments(head_vjp, a: Array, weights: Array, chunk: int):
-    """sum_j w_bj J_bj^k for k = 1, 2, 3 and every example b, with J_bj = dS_bj/dA_b the
-    rows of the head's Jacobian, built ``chunk`` classes at a time by vector-Jacobian
-    products (memory of one chunk of rows, never the whole C x n Jacobian)."""
-    classes = weights.shape[-1]
+def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, Array]:
+    """sum_j p_bj d_bj^k for k = 2, 3, every example b and activation, with
+    d_bj = J_bj - E_p[J_b] the deviations of the rows of the head's Jacobian
+    J_bj = dS_bj/dA_b from their p-weighted mean. Each deviation is one vector-Jacobian
+    product of the cotangent onehot_j - p (:func:`jaxcam._links.centring_cotangents`), so
+    the moments are central by construction. Built ``chunk`` classes at a time (memory of
+    one chunk of rows, never the whole C x n Jacobian)."""
+    classes = p.shape[-1]
     chunk = max(1, min(chunk, classes))
     steps = -(-classes // chunk)
     rows = jnp.arange(steps * chunk).reshape(steps, chunk)
+    expand = (slice(None), slice(None)) + (None,) * (a.ndim - 1)
 
     def step(total, idx):
-        onehot = jax.nn.one_hot(idx, classes, dtype=weights.dtype)      # zero rows past C
-        cotangents = jnp.broadcast_to(onehot[:, None, :], (chunk, *weights.shape))
-        jac = jax.vmap(lambda e: head_vjp(e)[0])(cotangents)            # (chunk, B, h, w, K)
-        w = jnp.einsum("jc,bc->jb", onehot, weights)
-        contract = lambda x: jnp.einsum("jb,jb...->b...", w, x)  # noqa: E731
-        return (total[0] + contract(jac), total[1] + contract(jac**2),
-                total[2] + contract(jac**3)), None
+        dev = jax.vmap(lambda e: head_vjp(e)[0])(L.centring_cotangents(p, idx))
+        w = jnp.take(p, jnp.minimum(idx, classes - 1), axis=-1).T[expand]  # (chunk, B, ..)
+        w_d2 = w * dev * dev               # padded rows have dev = 0
+        return (total[0] + jnp.sum(w_d2, axis=0), total[1] + jnp.sum(w_d2 * dev, axis=0)), None
 
     zeros = jnp.zeros_like(a)
-    moments, _ = jax.lax.scan(step, (zeros, zeros, zeros), rows)
+    moments, _ = jax.lax.scan(step, (zeros, zeros), rows)
     return moments
+
+
+def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, order: int,
+                    chunk: int) -> tuple[Array, ...]:
+    """softmax / log_softmax on a piecewise-linear head, along the straight curves
+    S + t J e_i of every activation at once. With d_j = J_j - E_p[J] (every class's
+    column entries relative to their mean): h1 = d_c, h2 = -sum_j p_j d_j^2,
+    h3 = -sum_j p_j d_j^3 (:mod:`jaxcam._links`)."""
+    _, head_vjp = jax.vjp(split.logits_from, a)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    (h1,) = head_vjp(L.class_gradient("log_softmax", logits, classes))
+    m2, m3 = _jacobian_moments(head_vjp, a, jnp.exp(log_p), chunk)
+    h = (h1, -m2, -m3)
+    if link == "softmax":
+        target = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
+        p_c = jnp.exp(jnp.sum(target * log_p, axis=-1))[:, None, None, None]
+        h = tuple(p_c * d for d in L.bell(*h))
+    return h[:order]
 
 
 def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objective,
                 order: int, chunk: int) -> tuple[Array, ...]:
     """The linearised engine on a batch: a (B, h, w, K), logits (B, C), classes (B,)."""
-    _, head_vjp = jax.vjp(split.logits_from, a)
-    onehot = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
-    s_c = jnp.sum(onehot * logits, axis=-1)[:, None, None, None]
     if _needs_one_row(objective):
         # Y depends on S_c alone: the column entries needed form the gradient row
-        # u = dS_c/dA, and the k-th derivative is link^(k)(S_c) u^k, elementwise.
+        # u = dS_c/dA, and the derivatives are those of the link along u, elementwise.
+        _, head_vjp = jax.vjp(split.logits_from, a)
+        onehot = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
         (u,) = head_vjp(onehot)
-        link = VECTOR_LINKS[objective.link]
-        return tuple(taylor_along(lambda z: link(s_c + z), jnp.zeros_like(u), u, order))
+        zero = jnp.zeros_like(u)
+        d = L.bell(u, zero, zero) if objective.link == "exp" else (u, zero, zero)
+        return d[:order]
     if objective.fn is None and logits.shape[-1] <= a[0].size:
-        # softmax / log_softmax need only the p-weighted moments of each column of J.
-        p = jax.nn.softmax(logits, axis=-1)
-        (u_c,) = head_vjp(onehot)
-        moments = _jacobian_moments(head_vjp, a, p, chunk)
-        p_c = jnp.sum(onehot * p, axis=-1)[:, None, None, None]
-        return _softmax_family(objective.link, p_c, u_c, moments, order)
-    one = lambda a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)  # noqa: E731
+        return _softmax_family(split, a, logits, classes, objective.link, order, chunk)
+    one = lambda a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)
     return jax.vmap(one)(a, logits, classes)
 
 
 def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, order: int,
                  chunk: int) -> tuple[Array, ...]:
     """Any objective, ONE example: the whole Jacobian by min(C, n) vector products, then
-    the objective's Taylor expansion along each of its columns."""
-    head = lambda a: split.logits_from(a[None])[0]  # noqa: E731
+    the objective's derivatives along each of its columns (straight curves)."""
+    head = lambda a: split.logits_from(a[None])[0]
     n, classes = a.size, s0.shape[-1]
     if classes <= n:
         _, head_vjp = jax.vjp(head, a)
@@ -184,11 +181,11 @@ def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, ord
     else:
         basis = jnp.eye(n, dtype=a.dtype).reshape(n, *a.shape)
         columns = jax.vmap(lambda v: jax.jvp(head, (a,), (v,))[1])(basis)  # (n, C)
-    score = lambda s: objective(s[None], c[None])[0]  # noqa: E731
 
     def along(idx):
         cols = columns[jnp.minimum(idx, n - 1)]
-        return jax.vmap(lambda u: taylor_along(score, s0, u, order))(cols)
+        line = lambda u: jnp.concatenate([u[None], jnp.zeros((order - 1, *u.shape), u.dtype)])
+        return jax.vmap(lambda u: objective.taylor(s0, c, line(u)))(cols)
 
     d = map_chunks(along, n, chunk)  # (n, order)
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
@@ -225,8 +222,9 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
             return tuple(jnp.broadcast_to(dk / z**k, a.shape) for k, dk in enumerate(d, 1))
         return _linearised(split, a, logits, classes, objective, order, chunk)
 
-    def one(a, c):
-        score = lambda a: objective(split.logits_from(a[None]), c[None])[0]  # noqa: E731
-        return basis_derivatives(score, a, order, chunk)
+    def one(a, s0, c):
+        head = lambda a: split.logits_from(a[None])[0]
+        return basis_derivatives(head, a, order, chunk,
+                                 reduce=lambda coeffs: objective.taylor(s0, c, coeffs))
 
-    return jax.vmap(one)(a, classes)
+    return jax.vmap(one)(a, jax.lax.stop_gradient(logits), classes)

@@ -7,6 +7,7 @@ The explained score of example b is ``Y_b = link(S_b)[c_b]`` with ``S_b`` the lo
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -14,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam._checks import check_choice
+from jaxcam._links import bell, class_gradient, class_taylor
 from jaxcam._split import split_shapes
+from jaxcam._taylor import taylor_along
 
 Array = jax.Array
 
@@ -61,6 +64,40 @@ class Objective:
             return VECTOR_LINKS[self.link](self.fn(logits))
         linked = VECTOR_LINKS[self.link](logits)
         return jnp.take_along_axis(linked, classes[:, None], axis=-1)[:, 0]
+
+    def gradient(self, logits: Array, classes: Array) -> Array:
+        """dY_b/dS_b (B, C), accurate in float32 for confident predictions
+        (:func:`jaxcam._links.class_gradient`)."""
+        if self.fn is None:
+            return class_gradient(self.link, logits, classes)
+        return jax.grad(lambda s: jnp.sum(self(s, classes)))(logits)
+
+    def taylor(self, logits: Array, c: Array, coeffs: Array) -> Array:
+        """Derivatives (order,) of ONE example's score along a curve of its logits.
+
+        Args:
+          logits: S (C,) at t = 0.
+          c: the example's target class (unused for callable targets).
+          coeffs: (order, C), the derivatives s1, s2, ... of the curve S(t) at t = 0.
+
+        Class targets use the closed forms of :mod:`jaxcam._links` (accurate in float32
+        for confident predictions); a callable target is differentiated along the curve
+        by nested ``jax.jvp``, then its link applied.
+        """
+        if self.fn is None:
+            return class_taylor(self.link, logits, c, coeffs)
+        order = coeffs.shape[0]
+
+        def along(t):  # S + t s1 + t^2/2 s2 + ..., by Horner's rule (products only)
+            step = jnp.zeros_like(logits)
+            for k in range(order, 0, -1):
+                step = t * (coeffs[k - 1] / math.factorial(k) + step)
+            return self.fn((logits + step)[None])[0]
+
+        d = taylor_along(along, jnp.zeros((), coeffs.dtype), jnp.ones((), coeffs.dtype), order)
+        if self.link == "exp":
+            d = jnp.stack(bell(*(d[k] if k < order else 0.0 * d[0] for k in range(3)))[:order])
+        return d
 
     def log_factor(self, logits: Array, classes: Array) -> Array:
         """log of the positive factor the link leaves out of its derivatives (B,).
