@@ -1,11 +1,21 @@
 """The generic exact engine: pure derivatives of a function along every basis direction.
 
-For every element a_i of the point a, the Taylor coefficients of t -> fn(a + t e_i) at
-t = 0 up to ``order``, by nested ``jax.jvp`` (every primitive has a JVP rule, max-pool
-included), ``vmap``-ed over chunks of directions under ``lax.map``, so memory is bounded by
-the chunk, not by the element count. ``reduce`` turns the coefficients of ``fn``'s output
-into one number per order inside the chunk (for instance a link applied to the logits'
-coefficients), so only (n, order) numbers are ever stored.
+For every element a_i of the point a, the derivatives of t -> fn(a + t e_i) at t = 0 up to
+``order``, for chunks of directions at a time (``vmap``) under ``lax.map``, so memory is
+bounded by the chunk, not by the element count. ``reduce`` turns the coefficients of
+``fn``'s output into one number per order inside the chunk (for instance a link applied
+to the logits' coefficients), so only (n, order) numbers are ever stored.
+
+Two propagations compute the same derivatives:
+
+* "series" (default): ``fn``'s jaxpr is evaluated once at ``a``, then only the truncated
+  Taylor series of the values that depend on the direction are propagated, ``order``
+  coefficients per value, with convolutions computed as matrix products
+  (:mod:`jaxcam._lowering`). Primitives without a dedicated rule go through nested
+  ``jax.jvp`` equation by equation.
+* "nested_jvp": :func:`taylor_along`, ``order`` nested ``jax.jvp`` of the whole function
+  (every primitive has a JVP rule), the reference the series propagation is tested
+  against. Also used when ``fn`` does not return a single float array.
 """
 
 from __future__ import annotations
@@ -16,7 +26,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxcam._lowering import directional_derivatives
+
 Array = jax.Array
+PROPAGATIONS = ("series", "nested_jvp")
 
 
 def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -> Array:
@@ -52,7 +65,8 @@ def _identity(coefficients: Array) -> Array:
 
 
 def basis_derivatives(fn: Callable[[Array], Array], a: Array, order: int, chunk: int,
-                      reduce: Callable[[Array], Array] = _identity) -> tuple[Array, ...]:
+                      reduce: Callable[[Array], Array] = _identity, *,
+                      propagation: str = "series") -> tuple[Array, ...]:
     """(D1, .., D_order), each shaped like ``a``: D_k[i] = reduce(coefficients along e_i)[k-1].
 
     Args:
@@ -60,14 +74,22 @@ def basis_derivatives(fn: Callable[[Array], Array], a: Array, order: int, chunk:
       a: the point.
       order: the highest derivative.
       chunk: directions evaluated together (``vmap``); memory grows with it.
-      reduce: maps the coefficients (order, *fn's output shape) of one direction to
-        (order,). Default: the identity, for a scalar ``fn``.
+      reduce: maps the derivatives (order, *fn's output shape) of t -> fn(a + t e_i) at
+        t = 0 to (order,). Default: the identity, for a scalar ``fn``.
+      propagation: "series" (Taylor series of the values that depend on the direction,
+        convolutions as matrix products) or "nested_jvp" (``order`` nested ``jax.jvp``
+        of ``fn``); both are exact and agree to rounding.
     """
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
     n = a.size
+    along = directional_derivatives(fn, a, order) if propagation == "series" else None
+    if along is None:
+        along = lambda v: taylor_along(fn, a, v, order)  # noqa: E731
 
     def directions(idx):
         basis = (idx[:, None] == jnp.arange(n)[None, :]).astype(a.dtype)
-        return jax.vmap(lambda v: reduce(taylor_along(fn, a, v.reshape(a.shape), order)))(basis)
+        return jax.vmap(lambda v: reduce(along(v.reshape(a.shape))))(basis)
 
     d = map_chunks(directions, n, chunk)  # (n, order); padded indices give zero directions
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
