@@ -389,7 +389,9 @@ class _SmoothGradCAMPP:
         n, chunk, order = self.n_samples, self.sample_chunk, self.weighting.order
         steps = -(-(n + 1) // chunk)
         index = jnp.arange(steps * chunk)
-        keys = jax.random.split(key, steps * chunk)[jnp.maximum(index - 1, 0)]  # copy i: key i-1
+        # Copy i draws with key i - 1 of exactly n keys: splitting more (the padded count)
+        # gives other keys when jax_threefry_partitionable is off. Padding reuses a key.
+        keys = jax.random.split(key, n)[jnp.clip(index - 1, 0, n - 1)]
         used = (index >= 1) & (index <= n)
         span = (jnp.max(x, axis=(1, 2, 3), keepdims=True)
                 - jnp.min(x, axis=(1, 2, 3), keepdims=True))
@@ -397,8 +399,11 @@ class _SmoothGradCAMPP:
         objective = dataclasses.replace(self.objective, predicted=False)
 
         def copies(keys, noisy):                              # (chunk, B, H, W, C)
-            noise = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
-            noise = jnp.where(noisy[:, None, None, None, None], sigma[None] * noise, 0.0)
+            # One image's noise per key, shared by the batch (each image scales it by its
+            # own sigma): a map does not depend on the other images of the batch.
+            noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
+            noise = jnp.where(noisy[:, None, None, None, None],
+                              sigma[None] * noise[:, None], 0.0)
             out = x[None] + noise
             if self.mesh is not None:
                 out = jax.lax.with_sharding_constraint(
@@ -445,14 +450,19 @@ class _SmoothGradCAMPP:
                    used.reshape(steps, chunk))
         (totals, (last_d1, last_a), a, _), _ = jax.lax.scan(accumulate, carry, scanned)
         means = tuple(t / n for t in totals)
-        if self.weighting.variant == "torchcam":
-            # torch-cam averages g^2 and g^3 but takes ReLU(g) and A from the last pass.
-            derivs, a = (last_d1, *means[1:]), last_a
-        else:
-            derivs = means
+        torchcam = self.weighting.variant == "torchcam"
+        # torch-cam averages g^2 and g^3 but takes ReLU(g) from the last noisy pass.
+        derivs = (last_d1, *means[1:]) if torchcam else means
         if self.counterfactual:
             derivs = _counterfactual(derivs)
-        raw = jax.nn.relu(W.channel_sum(a, self.weighting(a, derivs)))
+        if torchcam:
+            # alpha's denominator sums the clean A times mean g^3 (mixed indices); the map
+            # weighs the last noisy pass's A.
+            alpha = W.mixed_index_alphas(a, derivs[1], derivs[2], eps=self.weighting.eps)
+            weights, a = W.pixel_weighted_sum(alpha, derivs[0]), last_a
+        else:
+            weights = self.weighting(a, derivs)
+        raw = jax.nn.relu(W.channel_sum(a, weights))
         return _finish(raw, x.shape[1:3], self.upsample, self.normalize)
 
 

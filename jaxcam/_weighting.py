@@ -32,11 +32,16 @@ def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
                        variant: str = "paper") -> Array:
     """Grad-CAM++ pixel coefficients alpha^k_ij from the pure derivatives D2, D3.
 
-    Variants:
-      "paper" (Chattopadhyay et al., 2018, eq. 10):
+    Variants, each named by what it reproduces:
+      "paper" (Chattopadhyay et al., 2018, eq. 10; pytorch-grad-cam 1.5.7 with
+        ``eps=1e-6``):
         alpha^k_ij = D2_ij / (2 D2_ij + (sum_ab A^k_ab) D3_ij + eps).
-      "torchcam" (torch-cam's denominator, which mixes the indices):
-        alpha^k_ij = D2_ij / (2 D2_ij + sum_ab A^k_ab D3_ab + eps).
+      "torchcam" (what torch-cam 0.5.0's ``GradCAMpp`` returns):
+        alpha^k_ij = D2_ij, so the weights are sum_ij g^2 ReLU(g) in the closed form.
+        torch-cam forms the ratio D2 / (2 D2 + sum_ab A_ab D3_ab + 1e-8), with mixed
+        indices, but divides a copy (PyTorch's boolean-mask indexing copies), so its
+        alpha stays g^2; ``eps`` has no effect here. (Its ``SmoothGradCAMpp`` divides for
+        real: :func:`mixed_index_alphas`.)
       "renormalized" (the authors' TensorFlow code, tf-keras-vis): the paper's alpha
         divided, per channel, by its sum over the positions (alpha = 0 where g = 0).
 
@@ -44,8 +49,7 @@ def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
     denominator vanishes: never NaN.
     """
     if variant == "torchcam":
-        mixed = jnp.sum(a * d3, axis=SPATIAL, keepdims=True)
-        return _safe_ratio(d2, 2.0 * d2 + mixed + eps)
+        return d2
     total = jnp.sum(a, axis=SPATIAL, keepdims=True)
     alpha = _safe_ratio(d2, 2.0 * d2 + total * d3 + eps)
     if variant == "renormalized":
@@ -55,10 +59,27 @@ def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
     return alpha
 
 
+def mixed_index_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0) -> Array:
+    """alpha^k_ij = D2_ij / (2 D2_ij + sum_ab A^k_ab D3_ab + eps): torch-cam 0.5.0's
+    ``SmoothGradCAMpp`` coefficients, whose denominator sums A D3 over the positions
+    (eq. 10 has (sum_ab A_ab) D3_ij). There D2 and D3 are g^2 and g^3 averaged over the
+    noisy passes, A the clean image's activations, and eps = 1e-8.
+
+    alpha = 0 where D2 = 0 or the denominator vanishes: never NaN.
+    """
+    mixed = jnp.sum(a * d3, axis=SPATIAL, keepdims=True)
+    return _safe_ratio(d2, 2.0 * d2 + mixed + eps)
+
+
 def grad_cam_pp_weights(a: Array, d1: Array, d2: Array, d3: Array, *, eps: float = 0.0,
                         variant: str = "paper") -> Array:
     """Grad-CAM++ channel weights w_k = sum_ij alpha^k_ij ReLU(D1_ij) (eq. 5)."""
     alpha = grad_cam_pp_alphas(a, d2, d3, eps=eps, variant=variant)
+    return pixel_weighted_sum(alpha, d1)
+
+
+def pixel_weighted_sum(alpha: Array, d1: Array) -> Array:
+    """sum_ij alpha^k_ij ReLU(D1_ij) (..., K): eq. 5 for any coefficients alpha."""
     return jnp.sum(alpha * jax.nn.relu(d1), axis=SPATIAL)
 
 

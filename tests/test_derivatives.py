@@ -227,6 +227,50 @@ def test_smooth_is_a_function_of_the_key(deep_head):
     assert np.abs(f(jax.random.key(2), 5) - same).max() > 1e-3
 
 
+def _relu_head_split(tiny_split):
+    """The tiny split with a head whose gradient varies with A (a ReLU before the pooling),
+    so the noisy copies' derivatives differ from each other and between positions."""
+    head = lambda v, a: jax.nn.relu(a - 0.3).mean(axis=(1, 2)) @ v["w"]  # noqa: E731
+    return tiny_split.replace(head=head, gap_linear_head=False)
+
+
+# n = 4 copies and the clean image: sample_chunk 1 (5 steps), 2 and 3 (padded to 6), 4
+# (all at once). torch-cam's variant picks the last copy out of a padded chunk.
+@pytest.mark.parametrize("variant, settings, chunks", [
+    ("paper", (True, False), (1, 2, 3, 4)), ("torchcam", (False,), (2, 4))])
+def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, settings,
+                                                  chunks):
+    """The map of an image is the same in any batch, at any position, for any
+    sample_chunk, whatever jax_threefry_partitionable is set to (each setting draws other
+    noise, so both are checked). Different shapes are different compiled programs: equal
+    up to rounding."""
+    split = _relu_head_split(tiny_split)
+    n, t = 4, np.array([1, 3, 0])
+    order = np.array([2, 0, 1])
+
+    def f(x, t, chunk):
+        return np.asarray(jaxcam.smooth_grad_cam_pp(
+            split, x, t, key=jax.random.key(5), n_samples=n, noise=0.2, variant=variant,
+            sample_chunk=chunk, upsample=False, normalize=False))
+
+    by_setting = {}
+    for partitionable in settings:
+        with jax.threefry_partitionable(partitionable):
+            # each image alone, at one chunking: what every batch must reproduce
+            alone = np.concatenate([f(tiny_x[b:b + 1], t[b:b + 1], n) for b in range(len(t))])
+            scale = np.abs(alone).max(axis=(1, 2))
+            assert np.all(scale > 0)
+            close = dict(rtol=1e-5, atol=1e-6 * scale.max())
+            for chunk in chunks:
+                np.testing.assert_allclose(f(tiny_x, t, chunk), alone, **close)
+            np.testing.assert_allclose(f(tiny_x[order], t[order], chunks[0]), alone[order],
+                                       **close)
+            by_setting[partitionable] = alone
+    if len(by_setting) == 2:
+        differ = np.abs(by_setting[True] - by_setting[False]).max(axis=(1, 2))
+        assert np.all(differ > 1e-3 * np.abs(by_setting[True]).max(axis=(1, 2))), differ
+
+
 def test_smooth_sample_chunk_bounds_memory(deep_head):
     from jaxcam._methods import _run_keyed, _SmoothGradCAMPP, _grad_cam_pp_options
 
@@ -246,20 +290,24 @@ def test_smooth_sample_chunk_bounds_memory(deep_head):
 @pytest.mark.parametrize("variant", ["paper", "torchcam", "renormalized"])
 @pytest.mark.parametrize("sample_chunk", [1, 4])
 def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
-    # By hand: copy i = x + sigma * N(0, 1) from jax.random.split(key, n)[i - 1], sigma =
-    # 0.2 * (max - min) per image. With Y = exp(S) the closed form at copy i is
-    # D_k = exp(S_i) g_i^k; D1..D3 are averaged over the copies; A (and ReLU(D1)) come from
-    # the clean image. torch-cam's convention: g^k averaged with equal weights, A and
-    # ReLU(g) from the last copy. Normalised maps: a common factor exp(S_ref) drops out.
-    # The head (resnet18 layer4) is not linear in A, so g differs between the copies.
+    # By hand: copy i of image b = x_b + sigma_b * N(0, 1), the standard normal noise
+    # drawn for ONE image with jax.random.split(key, n)[i - 1] (the same for every image),
+    # sigma_b = 0.2 * (max - min) of image b. With Y = exp(S) the closed form at copy i
+    # is D_k = exp(S_i) g_i^k; D1..D3 are averaged over the copies; A (and ReLU(D1)) come
+    # from the clean image. torch-cam's SmoothGradCAMpp: g^k averaged with equal weights,
+    # alpha = mean g^2 / (2 mean g^2 + sum_ab A_ab mean g^3_ab) with the clean A, and
+    # ReLU(g) and the map's A from the last copy. Normalised maps: a common factor
+    # exp(S_ref) drops out. The head (resnet18 layer4) is not linear in A, so g differs
+    # between the copies and the positions.
     n, c, key = 3, 1, jax.random.key(3)
     x = jax.random.normal(jax.random.key(4), (2, 48, 48, 3))
+    x = x * jnp.array([1.0, 0.5])[:, None, None, None]        # two different value ranges
     split = deep_head
     sigma = 0.2 * (x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True))
     score = lambda a: split.logits_from(a)[:, c]  # noqa: E731
     copies, s_ref = [], None
     for k in jax.random.split(key, n):
-        a = split.activations(x + sigma * jax.random.normal(k, x.shape, x.dtype))
+        a = split.activations(x + sigma * jax.random.normal(k, x.shape[1:], x.dtype)[None])
         g = jax.grad(lambda a: score(a).sum())(a)
         s_ref = score(a) if s_ref is None else s_ref
         e = jnp.exp(score(a) - s_ref) if variant != "torchcam" else jnp.ones(len(x))
@@ -268,13 +316,18 @@ def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
     d1, d2, d3 = (sum(copy[k] for copy in copies) / n for k in (1, 2, 3))
     a = split.activations(x)
     if variant == "torchcam":
-        a, d1 = copies[-1][0], copies[-1][1]
-    expected = W.normalize(W.weighted_map(a, W.grad_cam_pp_weights(a, d1, d2, d3,
-                                                                   variant=variant)))
+        den = 2 * d2 + jnp.sum(a * d3, axis=(1, 2), keepdims=True)
+        alpha = jnp.where(d2 > 0, d2 / jnp.where(d2 > 0, den, 1.0), 0.0)
+        a_last, g_last = copies[-1][0], copies[-1][1]
+        w = jnp.sum(alpha * jnp.maximum(g_last, 0.0), axis=(1, 2))
+        expected = W.normalize(jnp.maximum(jnp.einsum("bhwk,bk->bhw", a_last, w), 0.0))
+    else:
+        expected = W.normalize(W.weighted_map(a, W.grad_cam_pp_weights(a, d1, d2, d3,
+                                                                       variant=variant)))
     maps = jaxcam.smooth_grad_cam_pp(split, x, c, key=key, n_samples=n, noise=0.2,
                                      variant=variant, sample_chunk=sample_chunk,
                                      upsample=False)
-    assert np.abs(expected).max() > 0
+    assert np.all(np.abs(expected).max(axis=(1, 2)) > 0)
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-5)
     if variant == "paper":  # the copies' scores differ, so equal weights would not do
         s = np.array([score(copy[0]) for copy in copies])
@@ -347,13 +400,31 @@ A = jnp.stack([jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([[2.0, 1.0], [1.0,
 G = jnp.stack([jnp.array([[1.0, 0.0], [2.0, -1.0]]), jnp.array([[0.5, 0.5], [-1.0, 1.0]])], -1)
 
 
-def test_variant_torchcam_mixed_index_denominator():
-    alpha = W.grad_cam_pp_alphas(A, G**2, G**3, variant="torchcam")
+def test_variant_torchcam_is_what_torchcam_grad_cam_pp_returns():
+    # torch-cam 0.5.0's GradCAMpp divides a copy, so its alpha is g^2 (tests/
+    # test_oracle_torchcam.py checks this against torch-cam itself).
+    alpha = W.grad_cam_pp_alphas(A, G**2, G**3, eps=1.0, variant="torchcam")
+    np.testing.assert_array_equal(alpha, G**2)                    # no denominator: eps unused
+    w = W.grad_cam_pp_weights(A, G, G**2, G**3, variant="torchcam")
+    # sum_ij g^2 ReLU(g): channel 0: 1*1 + 4*2 = 9; channel 1: .25*.5 + .25*.5 + 1*1 = 1.25
+    np.testing.assert_allclose(w, [9.0, 1.25], rtol=1e-6)
+
+
+def test_mixed_index_alphas():
+    # torch-cam's SmoothGradCAMpp denominator: 2 D2_ij + sum_ab A_ab D3_ab + eps
+    alpha = W.mixed_index_alphas(A, G**2, G**3)
     # channel 0: sum_ab A g^3 = 1*1 + 0 + 0 + 1*(-1) = 0, so alpha = g^2 / (2 g^2) = 1/2
+    # (and 0 where g = 0)
     np.testing.assert_allclose(alpha[..., 0], [[0.5, 0.0], [0.5, 0.5]])
     # channel 1: sum_ab A g^3 = 2*.125 + 1*.125 + 1*(-1) + 0 = -0.625
     # g=.5: .25/(.5 - .625) = -2; g=-1: 1/(2 - .625); g=1: 1/(2 - .625)
     np.testing.assert_allclose(alpha[..., 1], [[-2.0, -2.0], [1 / 1.375, 1 / 1.375]], rtol=1e-6)
+    # eps moves the denominator: channel 0, g=1: 1 / (2 + 0 + 0.5)
+    np.testing.assert_allclose(W.mixed_index_alphas(A, G**2, G**3, eps=0.5)[0, 0, 0], 0.4,
+                               rtol=1e-6)
+    # a vanishing denominator gives 0, never NaN: channel 0 with D3 = -2 D2 / sum(A)
+    zero = W.mixed_index_alphas(A, jnp.ones_like(A), jnp.full_like(A, -1.0))
+    np.testing.assert_array_equal(zero[..., 0], np.zeros((2, 2)))  # 2 + 2 * (-1) = 0
 
 
 def test_variant_renormalized_divides_by_the_channel_sum():
