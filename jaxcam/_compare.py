@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcam import _weighting as W
+from jaxcam._kinks import kink_shares
 from jaxcam._methods import (Derivatives, GradCAMPPWeights, _check, _grad_cam_pp_options,
                              _run)
 from jaxcam._split import Split
@@ -30,6 +31,11 @@ class DerivativeComparison:
       relative_l2: (B,) ||exact - approx|| / ||approx|| of the maps (0 if both are zero).
       iou_top20: (B,) intersection over union of each map's top 20 % pixels.
       max_alpha_diff: (B,) max |alpha_exact - alpha_approx|.
+      kink_activations: (B,) share of the activations that sit exactly on a kink of the
+        head (tied for a max-pool window's maximum, at a ReLU threshold): their pure
+        derivatives do not exist and both forms return JAX's tie-break there
+        (:func:`jaxcam.pure_derivatives`).
+      kink_head_units: (B,) share of the head's ReLU / max-pool units exactly on a kink.
     """
 
     d2_exact: Array
@@ -46,11 +52,14 @@ class DerivativeComparison:
     relative_l2: Array
     iou_top20: Array
     max_alpha_diff: Array
+    kink_activations: Array
+    kink_head_units: Array
 
     def summary(self) -> dict[str, list[float]]:
         """The statistics as plain floats, one per image (for JSON)."""
         return {name: [float(v) for v in getattr(self, name)]
-                for name in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff")}
+                for name in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff",
+                             "kink_activations", "kink_head_units")}
 
 
 def _average_ranks(v: Array) -> Array:
@@ -105,13 +114,16 @@ class _Compare:
             out.update({f"d2_{name}": d[1], f"d3_{name}": d[2], f"alpha_{name}": alpha,
                         f"weights_{name}": weights, f"maps_{name}": maps})
         me, ma = out["maps_exact"], out["maps_approx"]
+        kinks = kink_shares(split.logits_from, a)
         return DerivativeComparison(
             **out,
             spearman=jax.vmap(spearman)(me, ma),
             relative_l2=jax.vmap(relative_l2)(me, ma),
             iou_top20=jax.vmap(top_iou)(me, ma),
             max_alpha_diff=jnp.max(jnp.abs(out["alpha_exact"] - out["alpha_approx"]),
-                                   axis=(1, 2, 3)))
+                                   axis=(1, 2, 3)),
+            kink_activations=kinks.activations,
+            kink_head_units=kinks.head_units)
 
 
 def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "softmax",
@@ -122,7 +134,10 @@ def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "sof
     Both use the same activations, target and link; only D2 and D3 differ (D1 = g in
     both). Returns the derivatives, alphas, channel weights and maps of each, and per-image
     statistics: Spearman rank correlation of the maps, relative L2 difference, IoU of the
-    top 20 % pixels, and max |alpha_exact - alpha_approx|.
+    top 20 % pixels, max |alpha_exact - alpha_approx|, and the share of activations (and
+    of the head's ReLU / max-pool units) that sit exactly on a kink, where neither form
+    is a derivative (:mod:`jaxcam._kinks`; common in VGG's head, whose max-pool sees
+    all-zero windows of post-ReLU activations).
 
     With the "exp" link on a piecewise-linear head the two agree (the closed form is
     exact there); they part with "softmax", "log_softmax" and smooth heads.

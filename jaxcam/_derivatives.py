@@ -53,6 +53,16 @@ def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
     Returns:
       A tuple of ``order`` arrays shaped like ``a``: (D1, D2, ...).
 
+    Kinks: where ``fn`` is not differentiable at ``a`` along e_i (a ReLU input exactly at
+    its threshold; a max-pool window whose maximum is attained more than once, as every
+    all-zero window of post-ReLU activations), the pure derivative does not exist and
+    what comes back is JAX's convention: ``jax.nn.relu`` / ``relu6`` have derivative 0
+    at their thresholds, ``jnp.maximum`` / ``jnp.minimum`` give each of two equal
+    operands half, and a tied max-pool window passes the whole derivative to its first
+    tied element (in window order) and none to the others.
+    :func:`jaxcam.compare_derivatives` reports the share of activations where this
+    happens.
+
     Example::
 
         d1, d2, d3 = jaxcam.pure_derivatives(lambda a: jnp.sum(jnp.sin(a)), a)

@@ -149,8 +149,9 @@ def _compare(args) -> int:
     written = jaxcam.viz.write_all(files)  # all four or none; files first, then printing
     _say(f"exact vs closed-form Grad-CAM++, {args.model} at {split.layer!r}, link "
          f"{args.link!r}, class {target}:",
-         *(f"  {key:15s} {stats[key]:.6g}"
-           for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff")),
+         *(f"  {key:16s} {stats[key]:.6g}"
+           for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff",
+                       "kink_activations")),
          "wrote:", *(f"  {path.resolve()}" for path in written))
     return 0
 
