@@ -262,10 +262,14 @@ def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
         (linearised when ``split.piecewise_linear_head``).
       chunk_size: activations (directions) handled together by the exact engines;
         bounds their memory.
-      variant: "paper" (eq. 10), "torchcam" (mixed-index denominator
-        2 D2 + sum_ab A_ab D3_ab), or "renormalized" (alpha divided by its per-channel sum,
-        as the authors' TensorFlow code and tf-keras-vis).
-      eps: added to alpha's denominator (pytorch-grad-cam uses 1e-6; the paper none).
+      variant: whose formula for alpha (:func:`jaxcam._weighting.grad_cam_pp_alphas`):
+        "paper" (eq. 10; pytorch-grad-cam 1.5.7's GradCAMPlusPlus with ``eps=1e-6``),
+        "torchcam" (what torch-cam 0.5.0's GradCAMpp returns: alpha = D2, weights
+        sum_ij g^2 ReLU(g); its code means to divide by a mixed-index denominator but
+        divides a copy), or "renormalized" (alpha divided by its per-channel sum, as the
+        authors' TensorFlow code and tf-keras-vis).
+      eps: added to alpha's denominator (pytorch-grad-cam uses 1e-6; the paper none;
+        no effect with ``variant="torchcam"``, which has no denominator).
 
     Returns:
       Maps (B, H, W), or (B, h, w) with ``upsample=False``.
@@ -514,19 +518,34 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     then eq. 10 gives alpha and eq. 5 the weights. With the "exp" link the average keeps
     the true exp(S) proportions: copy i enters with D_k = exp(S_i) g_i^k (up to one
     common factor per image, which cancels in alpha), so a copy the noise makes more
-    confident weighs more. Other libraries average g^k with equal weights, which is
-    ``variant="torchcam"`` here.
+    confident weighs more.
 
     Which activations enter the sums: the CLEAN image's A, in sum_ab A^k_ab of alpha's
     denominator and in the map sum_k w_k A^k. The noise smooths the derivatives (the
     gradient's sensitivity to tiny input changes); the map should show where the features
-    of the actual image are, as in the paper's description. (``variant="torchcam"``
-    instead takes ReLU(g) and A from the last noisy copy, as torch-cam does.)
+    of the actual image are, as in the paper's description.
+
+    ``variant="paper"`` and ``"renormalized"`` apply their alpha (:func:`grad_cam_pp`) to
+    these averages. ``variant="torchcam"`` reproduces torch-cam 0.5.0's SmoothGradCAMpp
+    (with the default closed form and "exp" link, whose D_k at each copy is g^k of the
+    logit): w_k = sum_ij alpha^k_ij ReLU(g_n), alpha = m2 / (2 m2 + sum_ab A_ab m3_ab +
+    eps), with m2, m3 the means of g^2 and g^3 over the noisy passes with equal weights,
+    A in the denominator the clean image's activations (note the mixed indices), and g_n
+    and the map's A those of the LAST noisy pass; pass ``eps=1e-8`` for its constant.
+    torch-cam explains the class its caller names, on every pass; its noise has an
+    absolute standard deviation (0.3, with 4 samples, by default): for one image x,
+    ``noise=std / (x.max() - x.min())`` draws from the same distribution.
 
     The target class is fixed on the clean image. The noisy copies come from ``key``
-    alone (same key, same map): copy i draws its noise with ``jax.random.split(key, n)
-    [i - 1]``. The clean image and the copies go through the network ``sample_chunk`` at
-    a time with ``vmap``, summed in a ``lax.scan``, so memory is bounded by the chunk. With
+    alone, and each image's from its own values: copy i (1..n) of every image adds
+    sigma * ``jax.random.normal(jax.random.split(key, n)[i - 1], x.shape[1:])``, that
+    image's sigma times one standard-normal draw of one image's shape. So a map depends
+    on its image, target, key and options only (up to float rounding), not on the other
+    images of the batch, its position, ``sample_chunk`` or the devices, whatever
+    ``jax_threefry_partitionable`` is set to (the setting changes the draws themselves,
+    as it does for every ``jax.random`` call). The clean image and the copies go
+    through the network ``sample_chunk`` at a time with ``vmap``, summed in a
+    ``lax.scan``, so memory is bounded by the chunk. With
     ``devices``, the images of each chunk are split across those devices (data parallel
     over the samples, one all-reduce per chunk); the map is the same as on one device up
     to float rounding.
