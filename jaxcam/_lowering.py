@@ -637,30 +637,45 @@ def series_pass(jaxpr, records: list, args: list) -> list:
 # The engine
 
 
-def directional_derivatives(fn: Callable[[Array], Array], a: Array, order: int
-                            ) -> Callable[[Array], Array] | None:
-    """A function v -> [d^k/dt^k fn(a + t v) at t = 0, k = 1..order] (order, *out).
-
-    ``fn`` is traced to a jaxpr and evaluated at ``a`` once (:func:`primal_pass`); the
-    returned function only propagates the series of one direction (:func:`series_pass`)
-    and is meant to be ``vmap``-ed over directions. Returns None when ``fn`` does not
-    return a single floating-point array (the caller then uses nested ``jax.jvp``).
-    """
-    closed = jax.make_jaxpr(fn)(a)
-    if len(closed.out_avals) != 1 or not _is_float(closed.out_avals[0]):
+def trace(fn: Callable[[Array], Array], a: Array) -> jcore.ClosedJaxpr | None:
+    """fn's jaxpr at an array shaped like ``a``, or None when fn does not return a single
+    floating-point array (those go through nested ``jax.jvp``)."""
+    closed, out = jax.make_jaxpr(fn, return_shape=True)(a)
+    if not isinstance(out, jax.ShapeDtypeStruct) or not _is_float(out):
         return None
-    jaxpr = closed.jaxpr
-    outvals, out_dep, records = primal_pass(jaxpr, closed.consts, [a], [True], order)
-    out_aval = closed.out_avals[0]
+    return closed
+
+
+def jaxpr_directional_derivatives(jaxpr, consts: Sequence[Array], a: Array, order: int
+                                  ) -> Callable[[Array], Array]:
+    """A function v -> [d^k/dt^k f(a + t v) at t = 0, k = 1..order] (order, *out) for the
+    function f of one array that ``jaxpr`` (with ``consts``) computes.
+
+    ``jaxpr`` is evaluated at ``a`` here, once (:func:`primal_pass`); the returned
+    function only propagates the series of one direction (:func:`series_pass`) and is
+    meant to be ``vmap``-ed over directions.
+    """
+    (out_aval,) = [v.aval for v in jaxpr.outvars]
+    _, out_dep, records = primal_pass(jaxpr, consts, [a], [True], order)
+    zeros = jnp.zeros((order, *out_aval.shape), out_aval.dtype)
 
     def along(v: Array) -> Array:
         if not out_dep[0]:
-            return jnp.zeros((order, *out_aval.shape), out_aval.dtype)
+            return zeros
         (s,) = series_pass(jaxpr, records, [(v,) + (None,) * (order - 1)])
         if s is None:
-            return jnp.zeros((order, *out_aval.shape), out_aval.dtype)
-        zero = jnp.zeros(out_aval.shape, out_aval.dtype)
-        return jnp.stack([zero if c is None else (c * math.factorial(k)).astype(out_aval.dtype)
+            return zeros
+        return jnp.stack([zeros[0] if c is None else (c * math.factorial(k)).astype(zeros.dtype)
                           for k, c in enumerate(s, start=1)])
 
     return along
+
+
+def directional_derivatives(fn: Callable[[Array], Array], a: Array, order: int
+                            ) -> Callable[[Array], Array] | None:
+    """:func:`jaxpr_directional_derivatives` of ``fn``'s jaxpr at ``a``; None when ``fn``
+    does not return a single floating-point array."""
+    closed = trace(fn, a)
+    if closed is None:
+        return None
+    return jaxpr_directional_derivatives(closed.jaxpr, closed.consts, a, order)

@@ -20,13 +20,14 @@ Two propagations compute the same derivatives:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxcam._lowering import directional_derivatives
+from jaxcam import _lowering
 
 Array = jax.Array
 PROPAGATIONS = ("series", "nested_jvp")
@@ -82,10 +83,20 @@ def basis_derivatives(fn: Callable[[Array], Array], a: Array, order: int, chunk:
     """
     if propagation not in PROPAGATIONS:
         raise ValueError(f"propagation must be one of {PROPAGATIONS}, got {propagation!r}")
+    closed = _lowering.trace(fn, a) if propagation == "series" else None
+    if closed is not None:
+        # one program, fn's constants as arguments (never embedded), even when called
+        # outside jit (op-by-op evaluation of the primal pass would compile every op)
+        run = functools.partial(_series_basis, closed.jaxpr, order, chunk, reduce)
+        return jax.jit(run)(closed.consts, a)
+    along = lambda v: taylor_along(fn, a, v, order)  # noqa: E731
+    return _basis(along, a, order, chunk, reduce)
+
+
+def _basis(along: Callable[[Array], Array], a: Array, order: int, chunk: int,
+           reduce: Callable[[Array], Array]) -> tuple[Array, ...]:
+    """basis_derivatives from ``along(v)``, the derivatives (order, ...) along v."""
     n = a.size
-    along = directional_derivatives(fn, a, order) if propagation == "series" else None
-    if along is None:
-        along = lambda v: taylor_along(fn, a, v, order)  # noqa: E731
 
     def directions(idx):
         basis = (idx[:, None] == jnp.arange(n)[None, :]).astype(a.dtype)
@@ -93,3 +104,9 @@ def basis_derivatives(fn: Callable[[Array], Array], a: Array, order: int, chunk:
 
     d = map_chunks(directions, n, chunk)  # (n, order); padded indices give zero directions
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
+
+
+def _series_basis(jaxpr, order: int, chunk: int, reduce: Callable[[Array], Array],
+                  consts, a: Array) -> tuple[Array, ...]:
+    along = _lowering.jaxpr_directional_derivatives(jaxpr, consts, a, order)
+    return _basis(along, a, order, chunk, reduce)
