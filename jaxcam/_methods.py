@@ -119,12 +119,11 @@ class _GuidedBackprop:
     objective: Objective
 
     def __call__(self, split: Split, x: Array, classes: Array) -> Array:
-        def score(x):
-            logits = split.guided(split.variables, x)
-            c = self.objective.classes(jax.lax.stop_gradient(logits), classes)
-            return jnp.sum(self.objective(logits, c))
-
-        return jax.grad(score)(x)
+        logits, guided_vjp = jax.vjp(lambda x: split.guided(split.variables, x), x)
+        logits = jax.lax.stop_gradient(logits)
+        c = self.objective.classes(logits, classes)
+        (g,) = guided_vjp(self.objective.gradient(logits, c))   # accurate in float32
+        return g
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +251,18 @@ def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
     "softmax" and "log_softmax" links and for smooth heads. With the "logit" link on a
     piecewise-linear head the exact D2 = D3 = 0, eq. 10 is 0/0, alpha is set to 0 and
     the map is zero; a warning says so.
+
+    Float32: the "softmax" and "log_softmax" derivatives are computed from central moments
+    of the logit Jacobian and from sums of the other classes' probabilities (never
+    1 - p_c as a difference), in both engines, so float32 maps keep small relative error
+    as the prediction becomes confident, and are exactly zero (never rescaled rounding
+    noise) where the true derivatives underflow.
+
+    Kinks: activations exactly on a kink of a piecewise-linear head (tied in a max-pool
+    window, e.g. an all-zero window of post-ReLU activations; at a ReLU threshold) have
+    no pure derivative; both forms then use JAX's tie-break (see
+    :func:`jaxcam.pure_derivatives`), and :func:`jaxcam.compare_derivatives` reports how
+    many there are.
 
     Args:
       split, x, target, counterfactual, upsample, normalize: as :func:`grad_cam`.
