@@ -20,7 +20,8 @@ Rules, by primitive (:func:`rule_for`):
 
 * ``linear``: linear in its direction-dependent operands (reshapes, slices, pads, sums,
   concatenation, selection, products with a constant): y_k = p(x_k) for every k, with a
-  convolution computed by :func:`conv_as_matmul`.
+  convolution computed by :func:`conv_as_matmul`. For a convolution or dot_general with
+  a constant, the non-zero coefficients are stacked into one call.
 * ``bilinear``: mul, dot_general, conv_general_dilated of two series: the Cauchy product
   y_k = sum_j p(a_j, b_(k-j)).
 * ``div``: a quotient with a series denominator: z_k = (a_k - sum_(j>=1) b_j z_(k-j)) / b_0.
@@ -380,6 +381,9 @@ for _name in ("split", "copy_p"):
         _LINEAR[getattr(P, _name + "_p")] = (0,)
 
 _BILINEAR = (P.mul_p, P.dot_general_p, P.conv_general_dilated_p)
+# Products with a constant whose coefficients are stacked into one call (one larger
+# matrix product instead of one per coefficient).
+_STACKED = (P.conv_general_dilated_p, P.dot_general_p)
 
 _ELEMENTWISE = frozenset(getattr(P, name + "_p") for name in (
     "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "erf", "erfc", "erf_inv",
@@ -544,6 +548,8 @@ def _series_linear(eqn, rec: Record, ins: list) -> list:
         slots = tuple(i for i, s in enumerate(ins) if s is not None)
     else:
         slots = _linear_slots(eqn)
+    if p in _STACKED and len(slots) == 1:
+        return [_stacked_linear(eqn, rec, slots[0], ins[slots[0]])]
     outs = [[] for _ in eqn.outvars]
     for k in range(order):
         if all(ins[i] is None or ins[i][k] is None for i in slots):
@@ -557,6 +563,27 @@ def _series_linear(eqn, rec: Record, ins: list) -> list:
         for o, val in zip(outs, _apply(eqn, args)):
             o.append(val)
     return [tuple(o) for o in outs]
+
+
+def _stacked_linear(eqn, rec: Record, slot: int, s: Series) -> Series:
+    """A product with a constant applied to every non-zero coefficient in one call:
+    one matrix product with the coefficients stacked, not one per coefficient."""
+    present = [k for k, c in enumerate(s) if c is not None]
+
+    def one(x):
+        args = list(rec.invals)
+        args[slot] = x
+        return _apply(eqn, args)[0]
+
+    if len(present) == 1:
+        out = [None] * len(s)
+        out[present[0]] = one(s[present[0]])
+        return tuple(out)
+    ys = jax.vmap(one)(jnp.stack([s[k] for k in present]))
+    out = [None] * len(s)
+    for j, k in enumerate(present):
+        out[k] = ys[j]
+    return tuple(out)
 
 
 def _series_bilinear(eqn, rec: Record, ins: list) -> list:
