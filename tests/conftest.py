@@ -20,6 +20,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("JAXCAM_CACHE", str(tmp_path_factory.getbasetemp() / "jaxcam-cache"))
 
 
+@pytest.fixture
+def x64():
+    """float64 enabled for the test (reference-precision oracles), restored afterwards."""
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     return ASSETS

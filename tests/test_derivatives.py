@@ -16,13 +16,6 @@ from jaxcam._derivatives import cam_derivatives
 from jaxcam._targets import resolve
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 # --- small smooth heads (float64) ---------------------------------------------------
 
 def _conv(a, k):

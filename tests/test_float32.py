@@ -23,13 +23,6 @@ VECTOR_LINKS = {"logit": lambda s: s, "exp": jnp.exp, "softmax": jax.nn.softmax,
                 "log_softmax": jax.nn.log_softmax}
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def _curve_oracle(link, logits, c, coeffs):
     """d^k/dt^k link(S(t))_c at 0 by nested jax.jvp through jax.nn's link."""
     order = coeffs.shape[0]

@@ -12,13 +12,6 @@ import jaxcam
 from jaxcam._kinks import kink_shares
 
 
-@pytest.fixture
-def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
-
-
 def _pool_sum(a):
     return nn.max_pool(a, (2, 2), (2, 2)).sum(axis=(1, 2, 3))[:, None]
 
