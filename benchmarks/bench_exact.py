@@ -51,9 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcam
-from jaxcam._derivatives import cam_derivatives
-from jaxcam._methods import _sample_chunk
-from jaxcam._targets import resolve
+from jaxcam.chunking import chunk_size
+from jaxcam.derivatives import head_derivatives
 from _timing import emit, machine, measure_many, time_call
 
 SECTIONS = ("resnet50", "vgg16", "generic", "smooth")
@@ -119,16 +118,16 @@ def bench_vgg16(args) -> dict:
     table = {}
     for b in args.batches:
         x, t = _inputs(split, b, args.size)
-        objective, classes = resolve(split, x, t, "softmax")
+        classes = t
 
         @jax.jit
         def derivs_exact(split, a, classes):
-            return cam_derivatives(split, a, objective, classes, order=3, mode="exact",
-                                   engine="linearised")
+            return head_derivatives(split, a, classes, link="softmax", mode="exact",
+                                    engine="linearised")
 
         @jax.jit
         def derivs_approx(split, a, classes):
-            return cam_derivatives(split, a, objective, classes, order=3, mode="approx")
+            return head_derivatives(split, a, classes, link="softmax", mode="approx")
 
         a = jax.block_until_ready(features(split, x))
         calls = {"forward": (forward, (split, x)),
@@ -236,13 +235,13 @@ def _bench_smooth_model(args, name: str, layer) -> dict:
                 (split, x, t))
 
     devices = jax.devices()
-    chunks = {f"smooth (default sample_chunk={_sample_chunk(n, None, 1)})":
-                  (smooth(), _sample_chunk(n, None, 1)),
-              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), _sample_chunk(n, n, 1))}
+    chunks = {f"smooth (default sample_chunk={chunk_size(n, None, 1)})":
+                  (smooth(), chunk_size(n, None, 1)),
+              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), chunk_size(n, n, 1))}
     if len(devices) > 1:
         d = len(devices)
         for chunk in (None, n):
-            c = _sample_chunk(n, chunk, d)
+            c = chunk_size(n, chunk, d)
             chunks[f"smooth on {d} devices (sample_chunk={c})"] = (
                 smooth(sample_chunk=chunk, devices=devices), c)
     calls = {row: call for row, (call, _) in chunks.items()}

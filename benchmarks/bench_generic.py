@@ -48,9 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcam
-from jaxcam import _weighting as W
-from jaxcam._lowering import directional_derivatives
-from jaxcam._taylor import basis_derivatives, map_chunks, taylor_along
+from jaxcam import weighting as W
+from jaxcam.chunking import chunked_map
+from jaxcam.derivatives import basis_derivatives, directional_derivatives, taylor_along
 from _timing import emit, machine, measure_many, time_call
 
 ORDER = 3
@@ -99,7 +99,7 @@ def make_programs(split, chunk: int, old_directions: int):
             return jax.vmap(lambda v: reduce(taylor_along(fn, a, v.reshape(a.shape), ORDER))
                             )(basis)
 
-        return map_chunks(directions, n, chunk)  # (n, 3)
+        return chunked_map(directions, n=n, chunk=chunk)  # (n, 3)
 
     nested = jax.jit(lambda v, a, c: nested_on(v, a, c, old_directions))
     nested_all = jax.jit(lambda v, a, c: nested_on(v, a, c, a.size))

@@ -31,7 +31,9 @@ from _timing import emit, machine, measure_many  # noqa: E402
 
 import jaxcam  # noqa: E402
 import pretrained_ports  # noqa: E402
-from jaxcam._preprocess import IMAGENET, TF_LITE  # noqa: E402
+IMAGENET = jaxcam.Preprocess()  # torchvision's resize + crop (bilinear)
+TF_LITE = jaxcam.Preprocess(interpolation="bicubic", mean=(127.0, 127.0, 127.0),
+                            std=(128.0, 128.0, 128.0))  # EfficientNet-Lite0's
 
 ASSETS = Path(jaxcam.__file__).parent / "assets"
 

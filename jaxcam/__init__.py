@@ -1,26 +1,40 @@
 """jaxcam: class activation maps as pure, jit-compiled JAX functions.
 
 Split a network at a layer (:func:`jaxcam.models.load` or :class:`jaxcam.Split`), then
-call a method ``f(split, x, target, *, options) -> maps``.
+call a method ``f(split, x, target, *, options) -> maps``. Every method is registered by
+name (:func:`available_methods`, :func:`method_info`); :func:`smoothed` adds noise
+smoothing to any gradient method. The building blocks are public too:
+:mod:`jaxcam.weighting` (the formulas on plain arrays), :mod:`jaxcam.derivatives` (the
+derivative engines) and :mod:`jaxcam.chunking` (bounded-memory evaluation of many items).
 """
 
+from jaxcam import chunking as chunking
+from jaxcam import derivatives as derivatives
 from jaxcam import models as models
 from jaxcam import viz as viz
+from jaxcam import weighting as weighting
+from jaxcam._compare import DerivativeComparison as DerivativeComparison
+from jaxcam._compare import compare_derivatives as compare_derivatives
+from jaxcam._derivatives import pure_derivatives as pure_derivatives
 from jaxcam._methods import cam as cam
 from jaxcam._methods import grad_cam as grad_cam
 from jaxcam._methods import grad_cam_pp as grad_cam_pp
 from jaxcam._methods import guided_backprop as guided_backprop
 from jaxcam._methods import guided_grad_cam as guided_grad_cam
 from jaxcam._methods import smooth_grad_cam_pp as smooth_grad_cam_pp
-from jaxcam._compare import DerivativeComparison as DerivativeComparison
-from jaxcam._compare import compare_derivatives as compare_derivatives
-from jaxcam._derivatives import pure_derivatives as pure_derivatives
 from jaxcam._preprocess import Preprocess as Preprocess
+from jaxcam._registry import MethodInfo as MethodInfo
+from jaxcam._registry import available_methods as available_methods
+from jaxcam._registry import method_info as method_info
+from jaxcam._registry import method_table as method_table
+from jaxcam._registry import smoothed as smoothed
 from jaxcam._split import Split as Split
 from jaxcam.models._layers import guided_relu as guided_relu
 
 __version__ = "0.1.0"
 
-__all__ = ["DerivativeComparison", "Preprocess", "Split", "cam", "compare_derivatives", "grad_cam", "grad_cam_pp", "guided_backprop",
-           "guided_grad_cam", "guided_relu", "models", "pure_derivatives", "smooth_grad_cam_pp",
-           "viz"]
+__all__ = ["DerivativeComparison", "MethodInfo", "Preprocess", "Split", "available_methods",
+           "cam", "chunking", "compare_derivatives", "derivatives", "grad_cam", "grad_cam_pp",
+           "guided_backprop", "guided_grad_cam", "guided_relu", "method_info", "method_table",
+           "models",
+           "pure_derivatives", "smooth_grad_cam_pp", "smoothed", "viz", "weighting"]

@@ -1,9 +1,11 @@
 """Checks of the options every public function shares: a choice among names, a positive
 integer, a finite non-negative number.
 
-Options fix the compiled program (shapes, loop counts, constants), so they are Python
-values, checked once here, never traced; each error names the argument, what was expected
-and what came.
+Static options (names, counts, chunk sizes) fix the compiled program, so they are Python
+values, checked once here, never traced. Numeric options (``eps``, ``noise``, baselines)
+are traced: a concrete value is checked here, a traced one (under a caller's jit) passes
+through with its shape checked. Each error names the argument, what was expected and what
+came.
 """
 
 from __future__ import annotations
@@ -76,3 +78,28 @@ def check_finite_nonneg(name: str, value) -> float:
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {number}")
     return number
+
+
+def check_number(name: str, value, *, nonneg: bool = True):
+    """A traced numeric option: a concrete value checked (finite, and >= 0 when
+    ``nonneg``) and returned as a Python float; a traced scalar returned as is.
+
+    Raises:
+      TypeError: not a real scalar, naming ``name``.
+      ValueError: negative (when ``nonneg``), NaN or infinite, naming ``name``.
+    """
+    if isinstance(value, jax.core.Tracer):
+        if value.shape != () or not (jnp.issubdtype(value.dtype, jnp.floating)
+                                     or jnp.issubdtype(value.dtype, jnp.integer)):
+            raise TypeError(f"{name} must be a real scalar, got {_describe(value)}")
+        return value
+    if nonneg:
+        return check_finite_nonneg(name, value)
+    dtype = getattr(value, "dtype", None)
+    real = ((jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+            and np.ndim(value) == 0 if dtype is not None
+            else isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not real or not math.isfinite(float(value)):
+        raise (ValueError if real else TypeError)(
+            f"{name} must be a finite number, got {_describe(value)}")
+    return float(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,10 +9,10 @@ from flax import struct
 
 from jaxcam import _weighting as W
 from jaxcam._kinks import kink_shares
-from jaxcam._methods import (Derivatives, GradCAMPPWeights, _check, _grad_cam_pp_options,
-                             _run)
+from jaxcam._measures import HeadDerivatives
+from jaxcam._methods import GradCAMPPMap, build_grad_cam_pp
+from jaxcam._pipeline import check_inputs, run
 from jaxcam._split import Split
-from jaxcam._targets import Objective
 
 Array = jax.Array
 
@@ -95,21 +94,21 @@ def relative_l2(x: Array, y: Array) -> Array:
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class _Compare:
-    objective: Objective
-    weighting: GradCAMPPWeights
-    exact: Derivatives
+    exact: HeadDerivatives
+    weighting: GradCAMPPMap
 
-    def __call__(self, split: Split, x: Array, classes: Array) -> DerivativeComparison:
+    def __call__(self, split: Split, x: Array, classes: Array, key=None) -> DerivativeComparison:
         a = split.activations(x)
-        d_exact = self.exact(split, a, self.objective, classes, 3)
-        d_approx = Derivatives("approx")(split, a, self.objective, classes, 3)
+        d_exact = self.exact.at(split, a, classes)
+        d_approx = self.exact.replace(mode="approx").at(split, a, classes)
         out = {}
         for name, d in (("exact", d_exact), ("approx", d_approx)):
             alpha = W.grad_cam_pp_alphas(a, d[1], d[2], eps=self.weighting.eps,
                                          variant=self.weighting.variant)
-            weights = self.weighting(a, d)
+            weights = W.grad_cam_pp_weights(a, *d, eps=self.weighting.eps,
+                                            variant=self.weighting.variant)
             maps = W.normalize(W.upsample(W.weighted_map(a, weights), x.shape[1:3]))
             out.update({f"d2_{name}": d[1], f"d3_{name}": d[2], f"alpha_{name}": alpha,
                         f"weights_{name}": weights, f"maps_{name}": maps})
@@ -147,7 +146,8 @@ def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "sof
         cmp = jaxcam.compare_derivatives(split, x, 282, link="softmax")
         print(cmp.summary())
     """
-    x = _check(split, x)
-    objective, classes, weighting, derivs = _grad_cam_pp_options(
-        split, x, target, link, "exact", engine, chunk_size, variant, eps)
-    return _run(_Compare(objective, weighting, derivs), split, x, classes)
+    x = check_inputs(split, x)
+    program, classes = build_grad_cam_pp(split, x, target, link=link, derivatives="exact",
+                                         engine=engine, chunk_size=chunk_size,
+                                         variant=variant, eps=eps)
+    return run(_Compare(program.measure, program.to_map), split, x, classes)

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam import _links as L
-from jaxcam._targets import SCALAR_LINKS, Objective
-from jaxcam._taylor import basis_derivatives, map_chunks
+from jaxcam._targets import SCALAR_LINKS, Objective, resolve_for
+from jaxcam._chunking import chunked_map, chunked_sum
+from jaxcam._taylor import basis_derivatives
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
@@ -126,20 +127,15 @@ def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, 
     the moments are central by construction. Built ``chunk`` classes at a time (memory of
     one chunk of rows, never the whole C x n Jacobian)."""
     classes = p.shape[-1]
-    chunk = max(1, min(chunk, classes))
-    steps = -(-classes // chunk)
-    rows = jnp.arange(steps * chunk).reshape(steps, chunk)
     expand = (slice(None), slice(None)) + (None,) * (a.ndim - 1)
 
-    def step(total, idx):
+    def moments(idx):                      # idx (chunk,) classes; padded ones are dropped
         dev = jax.vmap(lambda e: head_vjp(e)[0])(L.centring_cotangents(p, idx))
         w = jnp.take(p, jnp.minimum(idx, classes - 1), axis=-1).T[expand]  # (chunk, B, ..)
-        w_d2 = w * dev * dev               # padded rows have dev = 0
-        return (total[0] + jnp.sum(w_d2, axis=0), total[1] + jnp.sum(w_d2 * dev, axis=0)), None
+        w_d2 = w * dev * dev
+        return w_d2, w_d2 * dev
 
-    zeros = jnp.zeros_like(a)
-    moments, _ = jax.lax.scan(step, (zeros, zeros), rows)
-    return moments
+    return chunked_sum(moments, n=classes, chunk=chunk)
 
 
 def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, order: int,
@@ -197,7 +193,7 @@ def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, ord
         line = lambda u: jnp.concatenate([u[None], jnp.zeros((order - 1, *u.shape), u.dtype)])
         return jax.vmap(lambda u: objective.taylor(s0, c, line(u)))(cols)
 
-    d = map_chunks(along, n, chunk)  # (n, order)
+    d = chunked_map(along, n=n, chunk=chunk)  # (n, order)
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
 
 
@@ -238,3 +234,39 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
                                  reduce=lambda coeffs: objective.taylor(s0, c, coeffs))
 
     return jax.vmap(one)(a, jax.lax.stop_gradient(logits), classes)
+
+
+def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: int = 3,
+                     mode: str = "exact", engine: str = "auto",
+                     chunk_size: int | None = None) -> tuple[Array, ...]:
+    """(D1, .., D_order), each (B, h, w, K): the pure derivatives of each example's score
+    Y_b = link(head(A_b))_c in each of its activations, back through the head only.
+
+    Args:
+      split: the split model.
+      a: activations (B, h, w, K), e.g. ``split.activations(x)``.
+      target: None (each example's top class), an int, an int array (B,), or a callable
+        ``logits (B, C) -> scores (B,)``.
+      link: "logit", "exp", "softmax" or "log_softmax".
+      order: the highest derivative.
+      mode: "exact" or "approx" (Grad-CAM++'s closed form g^k).
+      engine: "auto", "generic" or "linearised" (exact mode; see :func:`jaxcam.grad_cam_pp`).
+      chunk_size: activations (directions) or classes handled together by the exact
+        engines; bounds their memory.
+
+    Example::
+
+        d1, d2, d3 = jaxcam.derivatives.head_derivatives(split, split.activations(x), 282,
+                                                         link="softmax")
+    """
+    check_choice("derivatives", mode, DERIVATIVES)
+    check_choice("engine", engine, ENGINES)
+    order = check_positive_int("order", order)
+    if chunk_size is not None:
+        chunk_size = check_positive_int("chunk_size", chunk_size)
+    a = a if isinstance(a, jax.Array) else jnp.asarray(a)
+    if a.ndim != 4:
+        raise ValueError(f"a must be activations (B, h, w, K), got shape {a.shape}")
+    objective, classes = resolve_for(jax.eval_shape(split.logits_from, a), target, link)
+    return cam_derivatives(split, a, objective, classes, order=order, mode=mode,
+                           engine=engine, chunk_size=chunk_size)

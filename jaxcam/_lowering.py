@@ -55,7 +55,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 Array = jax.Array

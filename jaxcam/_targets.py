@@ -173,8 +173,12 @@ def resolve(split, x: Array, target, link: str) -> tuple[Objective, Array]:
         a target array of the wrong shape.
       TypeError: a target that is not an int (a bool, a float, a string).
     """
+    return resolve_for(split_shapes(split, x).logits, target, link)
+
+
+def resolve_for(logits: jax.ShapeDtypeStruct, target, link: str) -> tuple[Objective, Array]:
+    """:func:`resolve` given the shape of the logits (B, C) the target applies to."""
     check_choice("link", link, VECTOR_LINKS)
-    logits = split_shapes(split, x).logits
     batch, n = logits.shape
     placeholder = jnp.zeros((batch,), jnp.int32)
     if target is None:

@@ -21,13 +21,13 @@ Two propagations compute the same derivatives:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxcam import _lowering
+from jaxcam._chunking import chunked_map
 
 Array = jax.Array
 PROPAGATIONS = ("series", "nested_jvp")
@@ -51,14 +51,6 @@ def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -
         g = lift(g)
     values = g(a)
     return jnp.stack([values[2**k - 1] for k in range(1, order + 1)])
-
-
-def map_chunks(f: Callable[[Array], Array], n: int, chunk: int) -> Array:
-    """Stacks f(indices) over consecutive chunks of range(n): (n, ...) from (chunk, ...)."""
-    chunk = max(1, min(chunk, n))
-    count = math.ceil(n / chunk)
-    out = jax.lax.map(lambda start: f(start + jnp.arange(chunk)), jnp.arange(count) * chunk)
-    return out.reshape(count * chunk, *out.shape[2:])[:n]
 
 
 def _identity(coefficients: Array) -> Array:
@@ -102,7 +94,7 @@ def _basis(along: Callable[[Array], Array], a: Array, order: int, chunk: int,
         basis = (idx[:, None] == jnp.arange(n)[None, :]).astype(a.dtype)
         return jax.vmap(lambda v: reduce(along(v.reshape(a.shape))))(basis)
 
-    d = map_chunks(directions, n, chunk)  # (n, order); padded indices give zero directions
+    d = chunked_map(directions, n=n, chunk=chunk)  # (n, order); padded: zero directions
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
 
 

@@ -19,6 +19,12 @@ def grad_cam_weights(d1: Array) -> Array:
     return jnp.mean(d1, axis=SPATIAL)
 
 
+def cam_weights(d1: Array) -> Array:
+    """CAM's class weights W[c, k] of a global-average-pool + linear head, read off the
+    head's gradient: W[c, k] = sum_ij dS^c/dA^k_ij (Zhou et al., 2016)."""
+    return jnp.sum(d1, axis=SPATIAL)
+
+
 VARIANTS = ("paper", "torchcam", "renormalized")
 
 

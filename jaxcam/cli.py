@@ -1,4 +1,5 @@
-"""The ``jaxcam`` command line: ``demo``, ``explain IMAGE``, ``compare IMAGE``, ``models``."""
+"""The ``jaxcam`` command line: ``demo``, ``explain IMAGE``, ``compare IMAGE``, ``models``,
+``methods``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("grad_cam", "grad_cam_pp", "cam", "guided_grad_cam")
 WEIGHTS_HELP = ("a torchvision .pth, a converted .msgpack, or 'random'; required for models "
                 "without bundled weights (efficientnet_lite0 has them)")
 
@@ -77,7 +77,7 @@ def _weights(model: str, weights: str | None) -> str | None:
 
 
 def _explain(image_path, out_dir: Path, *, model: str, weights, layer, methods, target,
-             prefix: str) -> list[Path]:
+             prefix: str, seed: int = 0) -> list[Path]:
     import jax
 
     import jaxcam
@@ -89,9 +89,11 @@ def _explain(image_path, out_dir: Path, *, model: str, weights, layer, methods, 
     target = int(np.argmax(probs)) if target is None else target
     overlays = {}
     for method in methods:
-        maps = getattr(jaxcam, method)(split, x, target)
-        if method == "guided_grad_cam":  # an image of gradients: show its magnitude
-            maps = jaxcam._weighting.normalize(np.abs(maps).sum(-1))
+        info = jaxcam.method_info(method)
+        options = {"key": jax.random.key(seed)} if "key" in info.needs else {}
+        maps = info.function(split, x, target, **options)
+        if info.returns == "input_gradients":  # an image of gradients: show its magnitude
+            maps = jaxcam.weighting.normalize(np.abs(maps).sum(-1))
         overlays[out_dir / f"{prefix}{method}_class{target}.png"] = jaxcam.viz.overlay(
             image, np.asarray(maps[0]), preprocess=split.preprocess)
     written = jaxcam.viz.write_all(overlays)  # files first: printing cannot stop them
@@ -112,7 +114,7 @@ def _demo(args) -> int:
 def _explain_cmd(args) -> int:
     _explain(args.image, Path(args.out), model=args.model, weights=args.weights,
              layer=args.layer, methods=(args.method,), target=args.target,
-             prefix=f"{Path(args.image).stem}_")
+             prefix=f"{Path(args.image).stem}_", seed=args.seed)
     return 0
 
 
@@ -169,7 +171,24 @@ def _models(args) -> int:
     return 0
 
 
+def _methods(args) -> int:
+    import jaxcam
+
+    if args.markdown:
+        _say(jaxcam.method_table().rstrip("\n"))
+        return 0
+    lines = []
+    for name in jaxcam.available_methods():
+        info = jaxcam.method_info(name)
+        needs = ", ".join(sorted(info.needs)) or "-"
+        lines.append(f"{name:20s} {info.kind:12s} needs {needs:16s} {info.summary}")
+    _say(*lines)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from jaxcam import available_methods
+
     parser = _Parser(prog="jaxcam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="explain the bundled cat photo with EfficientNet-Lite0")
@@ -180,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
     explain.add_argument("--weights", default=None, help=WEIGHTS_HELP)
     explain.add_argument("--layer", default=None, help="target layer (default: the model's)")
-    explain.add_argument("--method", default="grad_cam", choices=METHODS)
+    explain.add_argument("--method", default="grad_cam", choices=available_methods(),
+                         help="see `jaxcam methods`")
+    explain.add_argument("--seed", type=int, default=0,
+                         help="random seed of the methods that draw noise (default 0)")
     explain.add_argument("--class", dest="target", type=int, default=None,
                          help="class index to explain (default: the predicted class)")
     explain.add_argument("--out", default="jaxcam-out", help="output folder")
@@ -201,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--out", default="jaxcam-compare", help="output folder")
     compare.set_defaults(run=_compare)
     sub.add_parser("models", help="list the model zoo").set_defaults(run=_models)
+    methods = sub.add_parser("methods", help="list the CAM methods")
+    methods.add_argument("--markdown", action="store_true",
+                         help="print the README's Markdown table")
+    methods.set_defaults(run=_methods)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -161,7 +161,7 @@ SMOOTH = dict(n_samples=3, noise=0.2, upsample=False, normalize=False)  # one co
 
 
 def test_integral_options_of_numpy_types_are_accepted(tiny_split, tiny_x):
-    from jaxcam._methods import _grad_cam_pp_options
+    from jaxcam._methods import build_grad_cam_pp
 
     plain = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, 2, key=KEY, **SMOOTH)
     numpy = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, np.int64(2), key=KEY,
@@ -169,9 +169,12 @@ def test_integral_options_of_numpy_types_are_accepted(tiny_split, tiny_x):
                                          "noise": np.float64(0.2)})
     np.testing.assert_array_equal(numpy, plain)  # equal static options: the same program
     # the same static options, hence the same compiled program
-    options = [_grad_cam_pp_options(tiny_split, tiny_x, 1, "exp", "exact", "auto", chunk, "paper",
-                                    eps)[2:] for chunk, eps in ((4, 0.0), (np.int16(4), np.int64(0)))]
-    assert options[0] == options[1] and type(options[1][1].chunk_size) is int
+    programs = [build_grad_cam_pp(tiny_split, tiny_x, 1, derivatives="exact", chunk_size=chunk,
+                                  eps=eps)[0]
+                for chunk, eps in ((4, 0.0), (np.int16(4), np.int64(0)))]
+    structure = [jax.tree_util.tree_structure(p) for p in programs]
+    assert structure[0] == structure[1]
+    assert type(programs[1].measure.chunk_size) is int
 
 
 def test_legacy_and_typed_keys_give_the_same_map(tiny_split, tiny_x):
@@ -233,3 +236,29 @@ def test_closed_over_x_inside_a_callers_jit_is_checked(tiny_split, tiny_x):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="x contains NaN"):
         explain(tiny_x.at[1, 2, 3, 0].set(jnp.nan))
+
+
+def test_cli_and_benchmarks_use_only_the_public_api():
+    """The command line and the benchmarks are users of jaxcam: they import its public
+    names only (no ``jaxcam._x`` module, no private attribute)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [root / "jaxcam" / "cli.py", *sorted((root / "benchmarks").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id == "jaxcam":
+                names = [f"jaxcam.{node.attr}"]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "jaxcam" and any(p.startswith("_") and not p.endswith("__")
+                                               for p in parts[1:]):
+                    offenders.append(f"{path.name}:{node.lineno} {name}")
+    assert not offenders, offenders

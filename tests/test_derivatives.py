@@ -227,10 +227,9 @@ def _relu_head_split(tiny_split):
     return tiny_split.replace(head=head, gap_linear_head=False)
 
 
-# n = 4 copies and the clean image: sample_chunk 1 (5 steps), 2 and 3 (padded to 6), 4
-# (all at once). torch-cam's variant picks the last copy out of a padded chunk.
+# n = 4 noisy copies: sample_chunk 1 (4 steps), 2, 3 (padded to 6) and 4 (all at once).
 @pytest.mark.parametrize("variant, settings, chunks", [
-    ("paper", (True, False), (1, 2, 3, 4)), ("torchcam", (False,), (2, 4))])
+    ("paper", (True, False), (1, 2, 3, 4)), ("torchcam", (False,), (3, 4))])
 def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, settings,
                                                   chunks):
     """The map of an image is the same in any batch, at any position, for any
@@ -265,15 +264,15 @@ def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, s
 
 
 def test_smooth_sample_chunk_bounds_memory(deep_head):
-    from jaxcam._methods import _run_keyed, _SmoothGradCAMPP, _grad_cam_pp_options
+    from jaxcam._methods import build_smooth_grad_cam_pp
+    from jaxcam._pipeline import run
 
     x = jnp.zeros((1, 128, 128, 3))
-    objective, classes, weighting, derivs = _grad_cam_pp_options(
-        deep_head, x, 1, "exp", "approx", "auto", None, "paper", 0.0)
 
     def temp_bytes(chunk):
-        program = _SmoothGradCAMPP(objective, weighting, derivs, 32, 0.15, chunk)
-        compiled = _run_keyed.lower(program, deep_head, x, classes, jax.random.key(0)).compile()
+        program, classes, key, _ = build_smooth_grad_cam_pp(
+            deep_head, x, 1, key=jax.random.key(0), n_samples=32, sample_chunk=chunk)
+        compiled = run.lower(program, deep_head, x, classes, key).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(1), temp_bytes(32)
@@ -330,7 +329,8 @@ def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
 _TWO_DEVICES = """
 import jax, numpy as np, jaxcam
 jax.config.update("jax_numpy_rank_promotion", "raise")
-from jaxcam._methods import _grad_cam_pp_options, _run_keyed, _SmoothGradCAMPP, _sample_mesh
+from jaxcam._methods import build_smooth_grad_cam_pp
+from jaxcam._pipeline import run
 assert len(jax.devices()) == 2, jax.devices()
 split = jaxcam.models.load("resnet18", layer="layer3", weights="random")
 x = jax.random.normal(jax.random.key(10), (1, 48, 48, 3))
@@ -341,11 +341,10 @@ assert np.abs(one).max() > 0
 np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
 # the copies are split across the devices: one chunk of 6 (5 padded to a multiple of 2),
 # 3 per device, summed across devices by an all-reduce
-objective, classes, weighting, derivs = _grad_cam_pp_options(
-    split, x, 1, "exp", "approx", "auto", None, "paper", 0.0)
-program = _SmoothGradCAMPP(objective, weighting, derivs, 5, 0.15, 6,
-                           mesh=_sample_mesh(jax.devices()))
-hlo = _run_keyed.lower(program, split, x, classes, options["key"]).compile().as_text()
+program, classes, key, mesh = build_smooth_grad_cam_pp(split, x, 1, devices=jax.devices(),
+                                                       **options)
+assert program.measure.sample_chunk == 6
+hlo = run.lower(program, split, x, classes, key).compile().as_text()
 assert "all-reduce" in hlo
 assert "f32[3,1,48,48,3]" in hlo and "f32[6,1,48,48,3]" not in hlo
 print("ok")

@@ -1,0 +1,142 @@
+"""Every CAM method by name: what it needs, what it returns, how it is built.
+
+The command line's choices, the README's method table and the shared test suite are all
+read from :data:`METHODS`; a method added here appears in all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from jaxcam import _methods as M
+
+KINDS = ("gradient", "perturbation", "guided")
+NEEDS = ("key", "guided", "gap_linear_head")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """A registered method.
+
+    Attributes:
+      name: the public function's name, ``jaxcam.<name>``.
+      function: ``f(split, x, target=None, *, options) -> maps``.
+      build: ``build(split, x, target, **options) -> (program, classes)`` (gradient and
+        guided methods) for the noise-smoothing combinator.
+      kind: "gradient" (head derivatives at the cut; noise smoothing applies),
+        "perturbation" (forward passes of masked inputs) or "guided" (input gradients).
+      returns: "map" (B, H, W) in [0, 1], or "input_gradients" (B, H, W, C).
+      needs: what the call needs beyond a split and images: "key" (a ``jax.random``
+        key), "guided" (``Split(guided=...)``), "gap_linear_head" (a global-average-pool
+        + linear head).
+      traced: the numeric options that are traced (a new value never recompiles).
+      selectable: takes ``channels=`` and ``neurons=`` (feature-map and neuron
+        selection, traced too).
+      reference: the paper (or library) the method follows.
+      summary: one line: what the map is.
+    """
+
+    name: str
+    function: Callable
+    build: Callable | None
+    kind: str
+    returns: str = "map"
+    needs: frozenset = frozenset()
+    traced: tuple[str, ...] = ()
+    selectable: bool = False
+    reference: str = ""
+    summary: str = ""
+
+
+_ENTRIES = [
+    MethodInfo("cam", M.cam, M.build_cam, "gradient", needs=frozenset({"gap_linear_head"}),
+               selectable=True, reference="Zhou et al., CVPR 2016",
+               summary="sum_k W[c, k] A^k with the linear layer's class weights"),
+    MethodInfo("grad_cam", M.grad_cam, M.build_grad_cam, "gradient",
+               selectable=True, reference="Selvaraju et al., ICCV 2017",
+               summary="ReLU(sum_k mean_ij(dY/dA^k) A^k)"),
+    MethodInfo("grad_cam_pp", M.grad_cam_pp, M.build_grad_cam_pp, "gradient",
+               traced=("eps",), selectable=True, reference="Chattopadhyay et al., WACV 2018",
+               summary="pixel-weighted gradients, alpha from D2, D3: closed form or exact"),
+    MethodInfo("smooth_grad_cam_pp", M.smooth_grad_cam_pp, None, "gradient",
+               needs=frozenset({"key"}), traced=("eps", "noise"),
+               selectable=True, reference="Omeiza et al., 2019",
+               summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input"),
+    MethodInfo("guided_backprop", M.guided_backprop, M.build_guided_backprop, "guided",
+               returns="input_gradients", needs=frozenset({"guided"}),
+               reference="Springenberg et al., ICLR-W 2015",
+               summary="dY/dx through ReLUs that pass only positive gradients"),
+    MethodInfo("guided_grad_cam", M.guided_grad_cam, M.build_guided_grad_cam, "guided",
+               returns="input_gradients", needs=frozenset({"guided"}),
+               selectable=True, reference="Selvaraju et al., ICCV 2017",
+               summary="the Grad-CAM map times the guided-backpropagation gradients"),
+]
+
+METHODS: dict[str, MethodInfo] = {m.name: m for m in _ENTRIES}
+
+
+def register(info: MethodInfo) -> None:
+    """Adds a method to the registry (its name must be new)."""
+    if info.name in METHODS:
+        raise ValueError(f"a method named {info.name!r} is already registered")
+    if info.kind not in KINDS or not set(info.needs) <= set(NEEDS):
+        raise ValueError(f"kind must be one of {KINDS} and needs a subset of {NEEDS}")
+    METHODS[info.name] = info
+
+
+def available_methods() -> list[str]:
+    """The names of every registered method, in the registry's order."""
+    return list(METHODS)
+
+
+def method_info(method: str | Callable) -> MethodInfo:
+    """The :class:`MethodInfo` of a method given by name or by its function.
+
+    Raises:
+      ValueError: not a registered method, naming the registered ones.
+    """
+    for info in METHODS.values():
+        if method == info.name or method is info.function:
+            return info
+    raise ValueError(f"unknown method {getattr(method, '__name__', method)!r}; the "
+                     f"registered methods are {available_methods()}")
+
+
+def smoothed(method: str | Callable) -> Callable:
+    """Noise smoothing of any gradient method: the method with its head derivatives
+    averaged over ``n_samples`` noisy copies of the input (the evidence is averaged, not
+    the maps: D1 for Grad-CAM, D1..D3 for Grad-CAM++, as Smooth Grad-CAM++ does).
+
+    The returned function takes the method's options plus ``key``, ``n_samples``,
+    ``noise``, ``sample_chunk`` and ``devices`` (:func:`jaxcam.smooth_grad_cam_pp`).
+
+    Example::
+
+        smooth_grad_cam = jaxcam.smoothed("grad_cam")
+        maps = smooth_grad_cam(split, x, 282, key=jax.random.key(0), n_samples=16)
+
+    Raises:
+      ValueError: an unknown method, or one that is not gradient-based.
+    """
+    info = method_info(method)
+    if info.kind != "gradient" or info.build is None:
+        raise ValueError(f"noise smoothing averages head derivatives: it applies to the "
+                         f"gradient methods {[m.name for m in METHODS.values() if m.kind == 'gradient' and m.build]}, "
+                         f"not to {info.name!r}")
+    return M.noise_smoothed(info.build, info.name)
+
+
+def _needs_text(info: MethodInfo) -> str:
+    return ", ".join(sorted(info.needs)) or "-"
+
+
+def method_table() -> str:
+    """The registry as a Markdown table (the README's method table)."""
+    rows = ["| method | map | needs | returns | traced options | reference |",
+            "|---|---|---|---|---|---|"]
+    for info in METHODS.values():
+        traced = [f"`{t}`" for t in info.traced] + (["selection"] if info.selectable else [])
+        rows.append(f"| `{info.name}` | {info.summary} | {_needs_text(info)} | {info.returns} "
+                    f"| {', '.join(traced) or '-'} | {info.reference} |")
+    return "\n".join(rows) + "\n"

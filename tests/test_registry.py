@@ -1,0 +1,148 @@
+"""The shared contract of every registered method, read from the registry.
+
+A method added to ``jaxcam._registry`` is checked here without a line of new test code:
+shape, finite values in [0, 1], jit == eager, vmap == loop, batch == each image alone,
+and no recompilation for a new target, new weights, a new value of any traced option or
+a new feature-map / neuron selection.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcam
+from conftest import tiny_features, tiny_head, tiny_variables
+
+NAMES = jaxcam.available_methods()
+README = Path(__file__).resolve().parents[1] / "README.md"
+# a second value of each traced option, valid for every method that has it
+OTHER_VALUE = {"eps": 1e-3, "noise": 0.3, "baseline": 0.5, "sigma": 1.0}
+CLOSE = dict(rtol=1e-5, atol=1e-6)
+
+
+def call(name, split, x, target=None, **options):
+    """The method with what it needs: a key, and few noisy samples to stay fast."""
+    info = jaxcam.method_info(name)
+    params = inspect.signature(info.function).parameters
+    if "key" in info.needs:
+        options.setdefault("key", jax.random.key(0))
+    if "n_samples" in params:
+        options.setdefault("n_samples", 3)
+    return info.function(split, x, target, **options)
+
+
+def counting_split(traces):
+    def counting_features(v, x):
+        traces.append(1)  # runs only while tracing
+        return tiny_features(v, x)
+
+    return jaxcam.Split(variables=tiny_variables(), features=counting_features,
+                        head=tiny_head, layer="k2", piecewise_linear_head=True,
+                        gap_linear_head=True,
+                        guided=lambda v, x: tiny_head(v, counting_features(v, x)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_finite_and_range(name, tiny_split, tiny_x):
+    info = jaxcam.method_info(name)
+    out = np.asarray(call(name, tiny_split, tiny_x, jnp.array([0, 3, 4])))
+    assert np.all(np.isfinite(out))
+    if info.returns == "map":
+        assert out.shape == (3, 16, 16)
+        assert out.min() >= 0 and out.max() <= 1
+        assert np.all(out.max(axis=(1, 2)) == 1)  # every map here is non-constant
+        raw = call(name, tiny_split, tiny_x, 1, upsample=False, normalize=False)
+        assert raw.shape == (3, 8, 8)
+    else:
+        assert info.returns == "input_gradients" and out.shape == tiny_x.shape
+        assert np.abs(out).max() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_equals_eager(name, tiny_split, tiny_x):
+    target = jnp.array([2, 0, 1])
+    with jax.disable_jit():
+        eager = call(name, tiny_split, tiny_x, target)
+    jitted = jax.jit(lambda s, x, t: call(name, s, x, t))(tiny_split, tiny_x, target)
+    np.testing.assert_allclose(call(name, tiny_split, tiny_x, target), eager, **CLOSE)
+    np.testing.assert_allclose(jitted, eager, **CLOSE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vmap_equals_loop(name, tiny_split, tiny_x):
+    xs = jnp.stack([tiny_x, tiny_x[::-1]])                # (2, 3, 16, 16, 3)
+    ts = jnp.array([[0, 1, 2], [3, 4, 0]])
+    mapped = jax.vmap(lambda x, t: call(name, tiny_split, x, t))(xs, ts)
+    for i in range(2):
+        np.testing.assert_allclose(mapped[i], call(name, tiny_split, xs[i], ts[i]), **CLOSE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_equals_each_image_alone(name, tiny_split, tiny_x):
+    target = np.array([4, 1, 2])
+    batch = call(name, tiny_split, tiny_x, target)
+    for i in range(3):
+        alone = call(name, tiny_split, tiny_x[i:i + 1], int(target[i]))
+        np.testing.assert_allclose(batch[i], alone[0], **CLOSE)
+    predicted = call(name, tiny_split, tiny_x)
+    top = np.argmax(tiny_split.logits(tiny_x), axis=-1)
+    for i in range(3):  # the predicted class of EACH image, not one global maximum
+        np.testing.assert_allclose(
+            predicted[i], call(name, tiny_split, tiny_x[i:i + 1], int(top[i]))[0], **CLOSE)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_recompilation(name, tiny_x):
+    """One trace (one compiled program) for every target, weights, traced option value
+    and selection of the same kind."""
+    info = jaxcam.method_info(name)
+    traces = []
+    split = counting_split(traces)
+    options = {}
+    if info.selectable:
+        options.update(channels=[0, 2], neurons=(1, 1, 5, 6))
+    jax.block_until_ready(call(name, split, tiny_x, jnp.array([0, 1, 2]), **options))
+    first = len(traces)
+    assert first > 0
+    for t in ([3, 3, 3], [4, 0, 1], 2):
+        jax.block_until_ready(call(name, split, tiny_x, np.asarray(t), **options))
+    jax.block_until_ready(call(name, split.replace(variables=tiny_variables(seed=1)), tiny_x,
+                               0, **options))
+    for option in info.traced:
+        jax.block_until_ready(call(name, split, tiny_x, 0,
+                                   **{**options, option: OTHER_VALUE[option]}))
+    if info.selectable:
+        for other in (dict(channels=[1, 3, 5]), dict(neurons=[(0, 0), (7, 7), (3, 4)]),
+                      dict(neurons=(0, 2, 8, 3))):
+            jax.block_until_ready(call(name, split, tiny_x, 0, **{**options, **other}))
+    assert len(traces) == first, f"{name} recompiled: {len(traces) - first} new traces"
+
+
+def test_registry_lists_every_public_method():
+    public = {n for n in jaxcam.__all__ if callable(getattr(jaxcam, n))}
+    for name in NAMES:
+        info = jaxcam.method_info(name)
+        assert name in public and getattr(jaxcam, name) is info.function
+        assert jaxcam.method_info(info.function) is info
+    with pytest.raises(ValueError, match="unknown method 'grad_cam_xx'.*registered"):
+        jaxcam.method_info("grad_cam_xx")
+
+
+def test_readme_table_is_the_registry():
+    assert jaxcam.method_table() in README.read_text(), (
+        "README's method table differs from the registry; paste `jaxcam methods --markdown`")
+
+
+def test_cli_offers_every_method(capsys):
+    from jaxcam import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(NAMES) + "}" in text
