@@ -1,4 +1,5 @@
-"""The functional CAM API: shared contract over every method, plus per-method checks."""
+"""Per-method checks of the gradient methods (the contract every method shares is in
+tests/test_registry.py)."""
 
 from __future__ import annotations
 
@@ -9,82 +10,6 @@ import pytest
 
 import jaxcam
 from conftest import tiny_features, tiny_head, tiny_variables
-
-MAP_METHODS = {
-    "grad_cam": jaxcam.grad_cam,
-    "grad_cam_pp": jaxcam.grad_cam_pp,
-    "cam": jaxcam.cam,
-}
-ALL_METHODS = {**MAP_METHODS, "guided_backprop": jaxcam.guided_backprop,
-               "guided_grad_cam": jaxcam.guided_grad_cam}
-
-
-@pytest.mark.parametrize("name", MAP_METHODS)
-def test_maps_contract(name, tiny_split, tiny_x):
-    f = MAP_METHODS[name]
-    maps = f(tiny_split, tiny_x, jnp.array([0, 3, 4]))
-    assert maps.shape == (3, 16, 16)
-    assert np.all(np.isfinite(maps)) and maps.min() >= 0 and maps.max() <= 1
-    assert np.all(maps.max(axis=(1, 2)) == 1)  # every map here is non-constant
-    raw = f(tiny_split, tiny_x, 1, upsample=False, normalize=False)
-    assert raw.shape == (3, 8, 8)
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_jit_equals_eager(name, tiny_split, tiny_x):
-    f = ALL_METHODS[name]
-    target = jnp.array([2, 0, 1])
-    with jax.disable_jit():
-        eager = f(tiny_split, tiny_x, target)
-    jitted = jax.jit(f)(tiny_split, tiny_x, target)
-    np.testing.assert_allclose(f(tiny_split, tiny_x, target), eager, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_batch_equals_each_image_alone(name, tiny_split, tiny_x):
-    f = ALL_METHODS[name]
-    target = np.array([4, 1, 2])
-    batch = f(tiny_split, tiny_x, target)
-    for i in range(3):
-        alone = f(tiny_split, tiny_x[i:i + 1], int(target[i]))
-        np.testing.assert_allclose(batch[i], alone[0], rtol=1e-5, atol=1e-6)
-    predicted = f(tiny_split, tiny_x)
-    top = np.argmax(tiny_split.logits(tiny_x), axis=-1)
-    for i in range(3):  # the predicted class of EACH image, not one global maximum
-        np.testing.assert_allclose(predicted[i], f(tiny_split, tiny_x[i:i + 1], int(top[i]))[0],
-                                   rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_vmap_equals_loop(name, tiny_split, tiny_x):
-    f = ALL_METHODS[name]
-    xs = jnp.stack([tiny_x, tiny_x[::-1]])                # (2, 3, 16, 16, 3)
-    ts = jnp.array([[0, 1, 2], [3, 4, 0]])
-    mapped = jax.vmap(lambda x, t: f(tiny_split, x, t))(xs, ts)
-    for i in range(2):
-        np.testing.assert_allclose(mapped[i], f(tiny_split, xs[i], ts[i]), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ALL_METHODS)
-def test_changing_the_target_does_not_retrace(name, tiny_x):
-    traces = []
-
-    def counting_features(v, x):
-        traces.append(1)  # runs only while tracing
-        return tiny_features(v, x)
-
-    split = jaxcam.Split(variables=tiny_variables(), features=counting_features, head=tiny_head,
-                         gap_linear_head=True,
-                         guided=lambda v, x: tiny_head(v, counting_features(v, x)))
-    f = ALL_METHODS[name]
-    f(split, tiny_x, jnp.array([0, 1, 2])).block_until_ready()
-    first = len(traces)
-    for t in ([3, 3, 3], [4, 0, 1], 2):
-        f(split, tiny_x, np.asarray(t)).block_until_ready()
-    split2 = split.replace(variables=tiny_variables(seed=1))  # new weights, same structure
-    f(split2, tiny_x, 0).block_until_ready()
-    assert len(traces) == first
 
 
 def test_guided_relu_rule():

@@ -97,31 +97,57 @@ def test_batch_equals_each_image_alone(name, tiny_split, tiny_x):
             predicted[i], call(name, tiny_split, tiny_x[i:i + 1], int(top[i]))[0], **CLOSE)
 
 
+class CompileCounter:
+    """Counts XLA compilations (jax.monitoring's backend-compile events) while active."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def _listener(self, event, duration, **kwargs):
+        self.count += event == self.EVENT
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_no_recompilation(name, tiny_x):
     """One trace (one compiled program) for every target, weights, traced option value
-    and selection of the same kind."""
+    and selection of the same kind; run again, the variations compile nothing at all."""
     info = jaxcam.method_info(name)
     traces = []
     split = counting_split(traces)
     options = {}
     if info.selectable:
         options.update(channels=[0, 2], neurons=(1, 1, 5, 6))
+
+    def variations():
+        for t in ([3, 3, 3], [4, 0, 1], 2):
+            yield split, np.asarray(t), options
+        yield split.replace(variables=tiny_variables(seed=1)), 0, options
+        for option in info.traced:
+            yield split, 0, {**options, option: OTHER_VALUE[option]}
+        if info.selectable:
+            for other in (dict(channels=[1, 3, 5]), dict(neurons=[(0, 0), (7, 7), (3, 4)]),
+                          dict(neurons=(0, 2, 8, 3))):
+                yield split, 0, {**options, **other}
+
     jax.block_until_ready(call(name, split, tiny_x, jnp.array([0, 1, 2]), **options))
     first = len(traces)
     assert first > 0
-    for t in ([3, 3, 3], [4, 0, 1], 2):
-        jax.block_until_ready(call(name, split, tiny_x, np.asarray(t), **options))
-    jax.block_until_ready(call(name, split.replace(variables=tiny_variables(seed=1)), tiny_x,
-                               0, **options))
-    for option in info.traced:
-        jax.block_until_ready(call(name, split, tiny_x, 0,
-                                   **{**options, option: OTHER_VALUE[option]}))
-    if info.selectable:
-        for other in (dict(channels=[1, 3, 5]), dict(neurons=[(0, 0), (7, 7), (3, 4)]),
-                      dict(neurons=(0, 2, 8, 3))):
-            jax.block_until_ready(call(name, split, tiny_x, 0, **{**options, **other}))
+    for s, t, o in variations():
+        jax.block_until_ready(call(name, s, tiny_x, t, **o))
     assert len(traces) == first, f"{name} recompiled: {len(traces) - first} new traces"
+    with CompileCounter() as compiles:
+        for s, t, o in variations():
+            jax.block_until_ready(call(name, s, tiny_x, t, **o))
+    assert compiles.count == 0
 
 
 def test_registry_lists_every_public_method():
