@@ -1,5 +1,6 @@
-"""Feature-map and neuron selection (Omeiza et al., 2019) against hand computations, and the
-shared chunking utility against direct evaluation."""
+"""The shared parts of every method: feature-map and neuron selection (Omeiza et al., 2019)
+against hand computations, the chunking utility against direct evaluation, noise smoothing
+as a combinator, and the public derivative entry point."""
 
 from __future__ import annotations
 
@@ -195,3 +196,22 @@ def test_smoothed_refuses_methods_without_head_derivatives():
             jaxcam.smoothed(name)
     with pytest.raises(ValueError, match="unknown method"):
         jaxcam.smoothed("no_such_method")
+
+
+def test_head_derivatives_is_pure_derivatives_of_each_example(tiny_split, tiny_x):
+    """jaxcam.derivatives.head_derivatives == pure_derivatives of Y_b = softmax(head(A_b))_c
+    for each example b (generic engine, nested JVPs)."""
+    split = _relu_head_split(tiny_split).replace(
+        head=lambda v, a: jax.nn.gelu(a - 0.3).mean(axis=(1, 2)) @ v["w"],
+        piecewise_linear_head=False)
+    a = split.activations(tiny_x)
+    classes = np.array([0, 2, 4])
+    got = jaxcam.derivatives.head_derivatives(split, a, classes, link="softmax",
+                                              chunk_size=64)
+    for b, c in enumerate(classes):
+        score = lambda ab: jax.nn.softmax(split.logits_from(ab[None])[0])[c]  # noqa: E731
+        want = jaxcam.pure_derivatives(score, a[b], chunk_size=64)
+        for d, w in zip(got, want):
+            np.testing.assert_allclose(d[b], w, rtol=1e-3, atol=1e-6 * np.abs(w).max())
+    with pytest.raises(ValueError, match=r"a must be activations \(B, h, w, K\)"):
+        jaxcam.derivatives.head_derivatives(split, a[0], 1)
