@@ -22,6 +22,9 @@ from jaxcam._methods import grad_cam_pp as grad_cam_pp
 from jaxcam._methods import guided_backprop as guided_backprop
 from jaxcam._methods import guided_grad_cam as guided_grad_cam
 from jaxcam._methods import smooth_grad_cam_pp as smooth_grad_cam_pp
+from jaxcam._perturbation import is_cam as is_cam
+from jaxcam._perturbation import score_cam as score_cam
+from jaxcam._perturbation import ss_cam as ss_cam
 from jaxcam._preprocess import Preprocess as Preprocess
 from jaxcam._registry import MethodInfo as MethodInfo
 from jaxcam._registry import available_methods as available_methods
@@ -35,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = ["DerivativeComparison", "MethodInfo", "Preprocess", "Split", "available_methods",
            "cam", "chunking", "compare_derivatives", "derivatives", "grad_cam", "grad_cam_pp",
-           "guided_backprop", "guided_grad_cam", "guided_relu", "method_info", "method_table",
+           "guided_backprop", "guided_grad_cam", "guided_relu", "is_cam", "method_info", "method_table",
            "models",
-           "pure_derivatives", "smooth_grad_cam_pp", "smoothed", "viz", "weighting"]
+           "pure_derivatives", "score_cam", "smooth_grad_cam_pp", "smoothed", "ss_cam", "viz",
+           "weighting"]

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable
 
 from jaxcam import _methods as M
+from jaxcam import _perturbation as P
 
 KINDS = ("gradient", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")
@@ -63,6 +64,15 @@ _ENTRIES = [
                needs=frozenset({"key"}), traced=("eps", "noise"),
                selectable=True, reference="Omeiza et al., 2019",
                summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input"),
+    MethodInfo("score_cam", P.score_cam, None, "perturbation", traced=("baseline",),
+               reference="Wang et al., CVPR-W 2020",
+               summary="channel masks over the input, weighted by the target's score on each"),
+    MethodInfo("ss_cam", P.ss_cam, None, "perturbation", needs=frozenset({"key"}),
+               traced=("sigma",), reference="Wang et al., 2020 (SS-CAM); torch-cam 0.5.0",
+               summary="Score-CAM with scores averaged over noisy masks"),
+    MethodInfo("is_cam", P.is_cam, None, "perturbation",
+               reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
+               summary="Score-CAM with scores integrated over scaled masks"),
     MethodInfo("guided_backprop", M.guided_backprop, M.build_guided_backprop, "guided",
                returns="input_gradients", needs=frozenset({"guided"}),
                reference="Springenberg et al., ICLR-W 2015",

@@ -56,7 +56,8 @@ def test_shape_finite_and_range(name, tiny_split, tiny_x):
     if info.returns == "map":
         assert out.shape == (3, 16, 16)
         assert out.min() >= 0 and out.max() <= 1
-        assert np.all(out.max(axis=(1, 2)) == 1)  # every map here is non-constant
+        peaks = out.max(axis=(1, 2))   # 1 for a non-constant map, 0 for an all-zero one
+        assert np.all((peaks == 1) | (peaks == 0)) and peaks.max() == 1
         raw = call(name, tiny_split, tiny_x, 1, upsample=False, normalize=False)
         assert raw.shape == (3, 8, 8)
     else:

@@ -1,0 +1,319 @@
+"""Perturbation methods: Score-CAM, SS-CAM and IS-CAM.
+
+Each channel k of the activations becomes a mask H_k over the input (upsampled and
+min-max normalised); the masked inputs x * H_k go through the WHOLE network, and the
+target's scores on them weigh the channels: map = ReLU(sum_k w_k A^k). The masks are
+built inside each chunk of ``mask_chunk`` channels and the masked inputs evaluated with
+``vmap`` there (:func:`jaxcam.chunking.chunked_map`), so memory is that of one chunk of
+masked images, never K full-size masks at once.
+
+Variants, each named by what it reproduces:
+
+* "paper" (Wang et al., CVPR-W 2020, arXiv 1910.01279): H_k = s(Up(A^k)) (half-pixel
+  bilinear upsampling, then min-max scaling), w_k = p_c(x * H_k) - p_c(x_b): the softmax
+  probability of the target on the masked input minus that on the baseline image x_b.
+* "pytorch-grad-cam" (grad-cam 1.5.7's ScoreCAM): upsampling with
+  ``UpsamplingBilinear2d`` (align_corners=True), then (U - min) / (max - min + 1e-8);
+  w = softmax over the channels of the target LOGITS of the masked inputs.
+* "torchcam" (torchcam 0.5.0's ScoreCAM): A^k min-max scaled at the layer's resolution,
+  (A - min) / (max(A - min) + 1e-8), then upsampled (half-pixel bilinear);
+  w = softmax over the channels of (logit on x * H_k - logit on x).
+
+SS-CAM and IS-CAM follow torchcam 0.5.0's SSCAM and ISCAM on the "torchcam" masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jax.sharding import Mesh
+
+from jaxcam import _weighting as W
+from jaxcam._checks import check_choice, check_number, check_positive_int
+from jaxcam._chunking import chunk_size as _chunk_size
+from jaxcam._chunking import chunked_map, make_mesh
+from jaxcam._methods import run_on
+from jaxcam._pipeline import Evidence, Finish, Program, check_inputs, check_key
+from jaxcam._split import Split, split_shapes
+from jaxcam._targets import Objective, resolve
+
+Array = jax.Array
+VARIANTS = ("paper", "pytorch-grad-cam", "torchcam")
+MODES = ("plain", "noisy", "integrated")
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(size_out: int, size_in: int, align_corners: bool) -> np.ndarray:
+    """(size_out, size_in) matrix of 1-d linear interpolation, as PyTorch's bilinear
+    ``interpolate``: align_corners=False maps output i to the input coordinate
+    (i + 0.5) size_in / size_out - 0.5 (clamped at 0); align_corners=True to
+    i (size_in - 1) / (size_out - 1). Rows sum to 1."""
+    m = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        if align_corners:
+            src = i * (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        else:
+            src = max((i + 0.5) * size_in / size_out - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), size_in - 1)
+        i1 = min(i0 + 1, size_in - 1)
+        frac = src - i0
+        m[i, i0] += 1.0 - frac
+        m[i, i1] += frac
+    return m
+
+
+def resize(maps: Array, size: tuple[int, int], align_corners: bool) -> Array:
+    """Bilinear resize of (..., h, w) maps to (..., *size), as PyTorch's."""
+    h, w = maps.shape[-2:]
+    ry = jnp.asarray(interpolation_matrix(size[0], h, align_corners), maps.dtype)
+    rx = jnp.asarray(interpolation_matrix(size[1], w, align_corners), maps.dtype)
+    return jnp.einsum("Hh,...hw,Ww->...HW", ry, maps, rx)
+
+
+def _min_max(maps: Array, eps: float) -> Array:
+    """Per-map (maps - min) / (max - min + eps) over the last two axes; eps = 0: a
+    constant map becomes 0."""
+    lo = jnp.min(maps, axis=(-2, -1), keepdims=True)
+    hi = jnp.max(maps, axis=(-2, -1), keepdims=True)
+    span = hi - lo + eps
+    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)
+
+
+def channel_masks(src: Array, size: tuple[int, int], variant: str) -> Array:
+    """Masks (..., H, W) from the channel maps ``src`` (..., h, w) as each variant builds
+    them (for "torchcam", ``src`` is already scaled at the layer's resolution)."""
+    if variant == "paper":
+        return _min_max(W.upsample(src, size), 0.0)
+    if variant == "pytorch-grad-cam":
+        return _min_max(resize(src, size, align_corners=True), 1e-8)
+    return resize(src, size, align_corners=False)
+
+
+def _torchcam_scaled(a: Array) -> Array:
+    """torch-cam's per-channel scaling at the layer's resolution (B, h, w, K)."""
+    lo = jnp.min(a, axis=(1, 2), keepdims=True)
+    shifted = a - lo
+    return shifted / (jnp.max(shifted, axis=(1, 2), keepdims=True) + 1e-8)
+
+
+def top_channels(a: Array, top_n: int) -> Array:
+    """(B, top_n) indices of the channels of largest spatial variance (Faster Score-CAM)."""
+    return jax.lax.top_k(jnp.var(a, axis=(1, 2)), top_n)[1]
+
+
+@struct.dataclass
+class MaskedScores:
+    """The measure of the Score-CAM family: channel weights w (B, K) from the scores of
+    masked inputs (:class:`jaxcam._pipeline.Evidence` ``scores``).
+
+    Attributes:
+      objective: the explained score (link "softmax" for "paper", "logit" otherwise).
+      variant: how masks and weights are built (module docstring).
+      mode: "plain" (Score-CAM), "noisy" (SS-CAM: N(0, sigma^2) noise added to the
+        masks, n_samples times) or "integrated" (IS-CAM: masks scaled by cumulative
+        coefficients, n_samples times).
+      n_samples: samples per channel for "noisy" and "integrated".
+      top_n: only the top_n channels by variance are scored, or None for all.
+      mask_chunk: masked inputs evaluated together.
+      mesh: devices each chunk is split across, or None.
+      baseline: the baseline image of "paper" (traced; broadcastable to x).
+      sigma: the noise's standard deviation of "noisy" (traced).
+    """
+
+    objective: Objective = struct.field(pytree_node=False)
+    variant: str = struct.field(pytree_node=False, default="paper")
+    mode: str = struct.field(pytree_node=False, default="plain")
+    n_samples: int = struct.field(pytree_node=False, default=1)
+    top_n: int | None = struct.field(pytree_node=False, default=None)
+    mask_chunk: int = struct.field(pytree_node=False, default=16)
+    mesh: Mesh | None = struct.field(pytree_node=False, default=None)
+    baseline: Array | float = 0.0
+    sigma: Array | float = 0.0
+
+    def __call__(self, split: Split, x: Array, classes: Array, key: Array | None) -> Evidence:
+        a = split.activations(x)
+        batch, _, _, k = a.shape
+        size = x.shape[1:3]
+        logits = split.logits_from(a)
+        classes = self.objective.classes(logits, classes)
+        objective = dataclasses.replace(self.objective, predicted=False)
+        chosen = (jnp.broadcast_to(jnp.arange(k), (batch, k)) if self.top_n is None
+                  else top_channels(a, self.top_n))                       # (B, n_sel)
+        n_sel = chosen.shape[1]
+        src = _torchcam_scaled(a) if self.variant == "torchcam" else a
+        src = jnp.moveaxis(src, -1, 1)                                    # (B, K, h, w)
+        samples = self.n_samples if self.mode != "plain" else 1
+        sample_keys = (jax.random.split(key, samples) if self.mode == "noisy" else None)
+
+        def scores(items):
+            sample, slot = items                                          # (chunk,) each
+            ch = chosen[:, slot].T                                        # (chunk, B)
+            maps = jnp.take_along_axis(src[None], ch[:, :, None, None, None], axis=2)[:, :, 0]
+            masks = channel_masks(maps, size, self.variant)               # (chunk, B, H, W)
+            if self.mode == "noisy":
+                # noise of (sample i, channel k): one (H, W) draw, the same for every image
+                draw = lambda i, c: jax.random.normal(  # noqa: E731
+                    jax.random.split(sample_keys[i], k)[c], size, x.dtype)
+                noise = jax.vmap(lambda i, cs: jax.vmap(lambda c: draw(i, c))(cs))(sample, ch)
+                masks = masks + self.sigma * noise
+            inputs = x[None] * masks[..., None]
+            if self.mode == "integrated":
+                coeff = (sample + 1) * (sample + 2) / (2.0 * self.n_samples)
+                inputs = inputs * coeff[:, None, None, None, None].astype(x.dtype)
+            out = jax.vmap(split.logits)(inputs)                          # (chunk, B, C)
+            return jax.vmap(lambda s: objective(s, classes))(out)         # (chunk, B)
+
+        sample_index, slot_index = np.divmod(np.arange(samples * n_sel), n_sel)
+        items = (jnp.asarray(sample_index, jnp.int32), jnp.asarray(slot_index, jnp.int32))
+        s = chunked_map(scores, items, chunk=self.mask_chunk, mesh=self.mesh)
+        s = jnp.mean(s.reshape(samples, n_sel, batch), axis=0).T          # (B, n_sel)
+        if self.variant == "paper":
+            base = jnp.broadcast_to(jnp.asarray(self.baseline, x.dtype), x.shape)
+            w = s - objective(split.logits(base), classes)[:, None]
+        elif self.variant == "pytorch-grad-cam":
+            w = jax.nn.softmax(s, axis=-1)
+        else:
+            w = jax.nn.softmax(s - objective(logits, classes)[:, None], axis=-1)
+        weights = jnp.zeros((batch, k), w.dtype).at[jnp.arange(batch)[:, None], chosen].set(w)
+        return Evidence(a, scores=weights)
+
+
+@struct.dataclass
+class ScoreMap:
+    """sum_k w_k A^k with the channel weights of a perturbation measure."""
+
+    def __call__(self, ev: Evidence) -> Array:
+        return W.channel_sum(ev.a, ev.scores)
+
+
+def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chunk=16,
+           devices=None, baseline=0.0, sigma=0.0, upsample=True, normalize=True):
+    check_choice("variant", variant, VARIANTS)
+    check_choice("mode", mode, MODES)
+    mask_chunk = check_positive_int("mask_chunk", mask_chunk)
+    n_samples = check_positive_int("n_samples", n_samples)
+    k = split_shapes(split, x).activations.shape[-1]
+    if top_n is not None:
+        top_n = check_positive_int("top_n", top_n)
+        if top_n > k:
+            raise ValueError(f"top_n={top_n} exceeds the layer's {k} feature maps; use "
+                             f"top_n <= {k}, or None for all of them")
+    baseline = _check_baseline(baseline, x)
+    sigma = check_number("sigma", sigma)
+    objective, classes = resolve(split, x, target, "softmax" if variant == "paper" else "logit")
+    mesh = make_mesh(devices)
+    items = (top_n or k) * (n_samples if mode != "plain" else 1)
+    chunk = _chunk_size(items, mask_chunk, 1 if mesh is None else mesh.size)
+    measure = MaskedScores(objective, variant, mode, n_samples, top_n, chunk, mesh, baseline,
+                           sigma)
+    return Program(measure, ScoreMap(), Finish(True, bool(upsample), bool(normalize))), \
+        classes, mesh
+
+
+def _check_baseline(baseline, x):
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return check_number("baseline", baseline, nonneg=False)
+    arr = baseline if isinstance(baseline, jax.Array) else np.asarray(baseline)
+    if not jnp.issubdtype(arr.dtype, jnp.floating) and not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"baseline must be a number or an image array, got {arr.dtype}")
+    try:
+        np.broadcast_shapes(arr.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"baseline of shape {arr.shape} does not broadcast to the images "
+                         f"{tuple(x.shape)} (B, H, W, C); pass a number, one image (H, W, C) "
+                         "or one per image") from None
+    if not isinstance(arr, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(arr))):
+        raise ValueError("baseline contains NaN or infinite values")
+    return jnp.asarray(arr, x.dtype)
+
+
+def score_cam(split: Split, x: Array, target=None, *, variant: str = "paper",
+              baseline=0.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
+              upsample: bool = True, normalize: bool = True) -> Array:
+    """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
+
+    map = ReLU(sum_k w_k A^k), w_k from the target's score on the input masked by channel
+    k's upsampled, min-max scaled activations H_k. ``variant="paper"``:
+    w_k = p_c(x * H_k) - p_c(baseline); "pytorch-grad-cam" and "torchcam": the softmax
+    across channels of the masked inputs' logits, as those libraries compute it (module
+    :mod:`jaxcam._perturbation`).
+
+    Cost: K forward passes of the whole network per image (``top_n`` of them with Faster
+    Score-CAM), ``mask_chunk`` masked images at a time.
+
+    Args:
+      split, x, target, upsample, normalize: as :func:`jaxcam.grad_cam` (a callable target
+        needs a variant other than "paper", whose score is the softmax probability).
+      variant: "paper", "pytorch-grad-cam" or "torchcam".
+      baseline: the baseline image of "paper": a number (a constant image, default 0: the
+        all-zero input) or an array broadcastable to x (traced: a new one does not
+        recompile).
+      top_n: Faster Score-CAM: score only the ``top_n`` channels of largest spatial
+        variance of each image; the others weigh 0 (the softmax variants normalise over
+        the scored channels).
+      mask_chunk: masked inputs evaluated together (memory: that many images through the
+        network at once).
+      devices: split each chunk of masked inputs across these devices.
+
+    Returns:
+      Maps (B, H, W), or (B, h, w) with ``upsample=False``.
+
+    Example::
+
+        maps = jaxcam.score_cam(split, x, 282, mask_chunk=32)
+    """
+    x = check_inputs(split, x)
+    program, classes, mesh = _build(split, x, target, variant=variant, mode="plain",
+                                    top_n=top_n, mask_chunk=mask_chunk, devices=devices,
+                                    baseline=baseline, upsample=upsample, normalize=normalize)
+    return run_on(mesh, program, split, x, classes)
+
+
+def ss_cam(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 35,
+           sigma: float = 2.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
+           upsample: bool = True, normalize: bool = True) -> Array:
+    """SS-CAM (Wang et al., 2020, arXiv 2006.14255), as torchcam 0.5.0's SSCAM.
+
+    w = softmax_k((1/N) sum_i (logit_c(x * (H_k + delta_ik)) - logit_c(x))) with torch-cam's
+    masks H_k (:func:`score_cam`, variant "torchcam") and noise delta_ik ~ N(0, sigma^2)
+    of the input's (H, W): for sample i and channel k, ``sigma * jax.random.normal(
+    jax.random.split(jax.random.split(key, n_samples)[i], K)[k], (H, W))``, the same for
+    every image of the batch.
+
+    Args:
+      key: a ``jax.random`` key (typed or legacy).
+      n_samples: noisy masks per channel (torch-cam: 35).
+      sigma: the noise's standard deviation (torch-cam: 2.0; traced).
+      Others: as :func:`score_cam`.
+    """
+    x = check_inputs(split, x)
+    key = check_key(key)
+    program, classes, mesh = _build(split, x, target, variant="torchcam", mode="noisy",
+                                    n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk,
+                                    devices=devices, sigma=sigma, upsample=upsample,
+                                    normalize=normalize)
+    return run_on(mesh, program, split, x, classes, key)
+
+
+def is_cam(split: Split, x: Array, target=None, *, n_samples: int = 10,
+           top_n: int | None = None, mask_chunk: int = 16, devices=None,
+           upsample: bool = True, normalize: bool = True) -> Array:
+    """IS-CAM (Naidu et al., 2020, arXiv 2010.03023), as torchcam 0.5.0's ISCAM.
+
+    w = softmax_k((1/N) sum_i (logit_c(c_i x * H_k) - logit_c(x))) with torch-cam's masks
+    H_k and the cumulative coefficients c_i = sum_{j=1}^{i} j / N, i = 1..N.
+
+    Args:
+      n_samples: integration steps (torch-cam: 10).
+      Others: as :func:`score_cam`.
+    """
+    x = check_inputs(split, x)
+    program, classes, mesh = _build(split, x, target, variant="torchcam", mode="integrated",
+                                    n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk,
+                                    devices=devices, upsample=upsample, normalize=normalize)
+    return run_on(mesh, program, split, x, classes)
