@@ -137,3 +137,39 @@ def test_default_maps_close_to_pytorch_grad_cam(oracle, case):
     got = _jaxcam(method, split, x)
     assert got.shape == expected.shape == x.shape[:3]
     assert np.abs(got - expected).mean() < 1e-4
+
+
+# Score-CAM: one forward pass of the whole network per channel (512 here), so one image and
+# small inputs: ResNet-18's layer4 at 64 x 64 is 2 x 2, VGG-16's features.29 at 32 x 32 too.
+SCORE_CAM_SIZE = {"resnet18": 64, "vgg16": 32}
+
+
+def test_score_cam_raw_maps_match_pytorch_grad_cam(pgc, case):
+    """pytorch-grad-cam's ScoreCAM (logits of the masked inputs, softmax across channels,
+    align_corners=True upsampling, +1e-8) == variant="pytorch-grad-cam"."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, target_layer, split, x = case
+    size = SCORE_CAM_SIZE["resnet18" if split.layer == "layer4" else "vgg16"]
+    x = np.ascontiguousarray(x[:1, :size, :size])
+    real, raw = pgc.base_cam.scale_cam_image, []
+
+    def spy(cam, target_size=None):
+        if target_size is not None:
+            raw.append(np.array(cam, np.float32))
+        return real(cam, target_size)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pgc.base_cam, "scale_cam_image", spy)
+        mp.setattr(pgc.score_cam.tqdm, "tqdm", lambda it, **kw: it)   # quiet
+        with pgc.ScoreCAM(model=model, target_layers=[target_layer]) as cam:
+            cam.batch_size = 64
+            cam(input_tensor=torch.from_numpy(x.transpose(0, 3, 1, 2)),
+                targets=[ClassifierOutputTarget(TARGETS[0])])
+    expected = raw[0]
+    got = np.asarray(jaxcam.score_cam(split, x, TARGETS[0], variant="pytorch-grad-cam",
+                                      mask_chunk=64, upsample=False, normalize=False))
+    assert got.shape == expected.shape
+    scale = expected.max(axis=(1, 2))
+    assert np.all(scale > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale.max())

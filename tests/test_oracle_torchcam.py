@@ -135,3 +135,60 @@ def test_smooth_grad_cam_pp_matches_torchcam(resnet18, x, layer):
         split, x, np.array(TARGETS), key=jax.random.key(KEY), n_samples=N_SAMPLES,
         noise=NOISE, variant="torchcam", eps=1e-8, upsample=False, normalize=False))
     _close(got, expected)
+
+
+# --- the Score-CAM family, at layer3 (256 channels, 2 x 2 at 32 x 32: one forward pass of
+# the whole network per channel and sample)
+
+SCORE_SAMPLES = 2
+SCORE_SIZE = 32
+
+
+class _MaskNoise:
+    """Stands in for SSCAM's ``Normal(0, std)``: sample i gets jaxcam's documented noise,
+    sigma * normal(split(split(key, n)[i], K)[k], (H, W)) for channel k, every image."""
+
+    def __init__(self, k: int, sigma: float):
+        keys = jax.random.split(jax.random.key(KEY), SCORE_SAMPLES)
+        self.noise = [sigma * np.asarray(jax.vmap(lambda kk: jax.random.normal(
+            kk, (SCORE_SIZE, SCORE_SIZE)))(jax.random.split(key, k))) for key in keys]
+        self.calls = 0
+
+    def sample(self, size):
+        noise = torch.from_numpy(np.broadcast_to(self.noise[self.calls], tuple(size)).copy())
+        self.calls += 1
+        return noise
+
+
+@pytest.mark.parametrize("name", ["ScoreCAM", "SSCAM", "ISCAM"])
+def test_score_cam_family_matches_torchcam(resnet18, x, name):
+    model, variables = resnet18
+    layer, sigma = "layer3", 0.5
+    x = np.ascontiguousarray(x[:, :SCORE_SIZE, :SCORE_SIZE])
+    kwargs = {} if name == "ScoreCAM" else {"num_samples": SCORE_SAMPLES}
+    if name == "SSCAM":
+        kwargs["std"] = sigma
+    with getattr(methods, name)(model, layer, batch_size=64,
+                                input_shape=(3, SCORE_SIZE, SCORE_SIZE),
+                                **kwargs) as extractor:
+        if name == "SSCAM":
+            extractor._distrib = noise = _MaskNoise(256, sigma)
+        model(_nchw(x))
+        expected = extractor(class_idx=TARGETS, normalized=False)[0].numpy()
+    if name == "SSCAM":
+        assert noise.calls == SCORE_SAMPLES
+    split = jaxcam.models.load("resnet18", layer=layer, weights=variables)
+    options = dict(mask_chunk=64, upsample=False, normalize=False)
+    t = np.array(TARGETS)
+    if name == "ScoreCAM":
+        got = jaxcam.score_cam(split, x, t, variant="torchcam", **options)
+    elif name == "SSCAM":
+        got = jaxcam.ss_cam(split, x, t, key=jax.random.key(KEY), n_samples=SCORE_SAMPLES,
+                            sigma=sigma, **options)
+    else:
+        got = jaxcam.is_cam(split, x, t, n_samples=SCORE_SAMPLES, **options)
+    got = np.asarray(got)
+    assert got.shape == expected.shape
+    scale = np.abs(expected).max(axis=(1, 2))
+    assert np.all(scale > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale.max())
