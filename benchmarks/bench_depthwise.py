@@ -7,7 +7,7 @@ Run from the repository root:
 
 For every depthwise layer of EfficientNet-Lite0 at 224 x 224 (input shape, kernel,
 stride, TF-'SAME' padding), the forward pass and the input gradient (what a CAM takes
-through a head holding such layers) are timed for ``jaxcam.models._layers.depthwise``
+through a head holding such layers) are timed for ``jaxcam.models.depthwise``
 and for ``lax.conv_general_dilated(..., feature_group_count=C)``, in the same process
 with interleaved repeats; the table also gives the sums over the 16 layers. The first
 call (trace + compile + run) is reported apart from the steady state.
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam.models._layers import depthwise
+from jaxcam.models import depthwise
 from jaxcam.models.efficientnet_lite import LITE0_STAGES
 from _timing import emit, machine, measure_many
 

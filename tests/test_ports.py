@@ -84,7 +84,7 @@ def lite_entry(lite, tmp_path_factory):
     cache = tmp_path_factory.mktemp("lite-cache")
     with pytest.MonkeyPatch.context() as m:
         m.setenv("JAXCAM_CACHE", str(cache))
-        pretrained_ports.load_weights(LITE, lite[0])
+        jaxcam.models.load_weights(LITE, lite[0])
     entry = _entry(cache)
     return entry.name, entry.read_bytes()
 
@@ -197,28 +197,28 @@ def test_non_finite_tensor_in_a_real_checkpoint_file(lite, tmp_path):
     sd["_fc.weight"][3, 4] = np.nan
     _torch_save(sd, tmp_path / "nan.pth")
     with pytest.raises(ConversionError, match=r"(?s)non-finite.*_fc\.weight"):
-        pretrained_ports.convert_checkpoint(LITE, tmp_path / "nan.pth")
+        jaxcam.models.convert_checkpoint(LITE, tmp_path / "nan.pth")
 
 
 
 def test_conversion_passes_the_reading_budget_on(lite):
     path, _, variables = lite
-    _assert_trees_equal(pretrained_ports.convert_checkpoint(LITE, path, max_bytes=2**30),
+    _assert_trees_equal(jaxcam.models.convert_checkpoint(LITE, path, max_bytes=2**30),
                         variables)
     with pytest.raises(pretrained_ports.CheckpointTooLargeError, match="max_bytes"):
-        pretrained_ports.convert_checkpoint(LITE, path, max_bytes=path.stat().st_size // 2)
+        jaxcam.models.convert_checkpoint(LITE, path, max_bytes=path.stat().st_size // 2)
 
 # --- msgpack files ----------------------------------------------------------------------
 
 def test_store_round_trip_and_checks(tmp_path):
     variables = _random_variables("resnet18", seed=4)
-    path = pretrained_ports.save_variables(tmp_path / "r18.msgpack", variables, model="resnet18")
-    back = pretrained_ports.load_variables(path, model="resnet18")
+    path = jaxcam.models.save_variables(tmp_path / "r18.msgpack", variables, model="resnet18")
+    back = jaxcam.models.load_variables(path, model="resnet18")
     _assert_trees_equal(variables, back)
     with pytest.raises(ConversionError, match="not 'resnet34'"):
-        pretrained_ports.load_variables(path, model="resnet34")
+        jaxcam.models.load_variables(path, model="resnet34")
     with pytest.raises(FileNotFoundError):
-        pretrained_ports.load_variables(tmp_path / "absent.msgpack", model="resnet18")
+        jaxcam.models.load_variables(tmp_path / "absent.msgpack", model="resnet18")
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporary files
 
 
@@ -226,7 +226,7 @@ def test_save_refuses_variables_that_would_not_load(tmp_path):
     variables = _random_variables("resnet18")
     variables["params"]["fc"]["bias"][7] = np.nan
     with pytest.raises(ConversionError, match=r"non-finite.*params/fc/bias"):
-        pretrained_ports.save_variables(tmp_path / "r18.msgpack", variables, model="resnet18")
+        jaxcam.models.save_variables(tmp_path / "r18.msgpack", variables, model="resnet18")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -284,7 +284,7 @@ def test_malformed_msgpack_files_raise_one_clear_line(tmp_path, kind):
     path = tmp_path / "w.msgpack"
     path.write_bytes(MALFORMED[kind])
     with pytest.raises((CheckpointError, ConversionError)) as info:
-        pretrained_ports.load_weights("resnet18", path)
+        jaxcam.models.load_weights("resnet18", path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message, message
 
@@ -294,7 +294,7 @@ def test_oversized_msgpack_file_is_refused_before_reading(tmp_path):
     with open(path, "wb") as f:
         f.truncate(10**11)  # sparse: 100 GB declared, nothing on disk
     with pytest.raises(CheckpointError, match="more than a converted file of this model"):
-        pretrained_ports.load_variables(path, model="resnet18")
+        jaxcam.models.load_variables(path, model="resnet18")
 
 
 def test_msgpack_variables_are_checked_like_a_conversion(tmp_path):
@@ -313,7 +313,7 @@ def test_msgpack_variables_are_checked_like_a_conversion(tmp_path):
     path = tmp_path / "w.msgpack"
     path.write_bytes(serialization.msgpack_serialize(payload))
     with pytest.raises(ConversionError) as info:
-        pretrained_ports.load_variables(path, model="resnet18")
+        jaxcam.models.load_variables(path, model="resnet18")
     message = str(info.value)
     for expected in ["missing keys (2): params/conv1/kernel, params/layer1.0/conv1/kernel",
                      "unexpected keys (2): params/conv1/kernel/nested, "
@@ -347,12 +347,12 @@ def _sha256(path) -> str:
 
 def test_checkpoint_is_converted_once_and_cached(lite, cache):
     ckpt, _, reference = lite
-    first = pretrained_ports.load_weights(LITE, ckpt)
+    first = jaxcam.models.load_weights(LITE, ckpt)
     entry = _entry(cache)
     payload = serialization.msgpack_restore(entry.read_bytes())
     assert payload["source_sha256"] == _sha256(ckpt)
     before = entry.stat()
-    second = pretrained_ports.load_weights(LITE, ckpt)
+    second = jaxcam.models.load_weights(LITE, ckpt)
     after = entry.stat()
     # Served from the entry: a rebuild would have replaced it (a new inode).
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
@@ -411,17 +411,17 @@ def test_damaged_cache_entry_is_rebuilt(lite, lite_entry, cache, kind):
     cache.mkdir()
     entry = cache / name
     entry.write_bytes(DAMAGES[kind](pristine))
-    _assert_trees_equal(pretrained_ports.load_weights(LITE, ckpt), reference)
+    _assert_trees_equal(jaxcam.models.load_weights(LITE, ckpt), reference)
     # ... and the entry was replaced by a good one.
     payload = serialization.msgpack_restore(entry.read_bytes())
     assert payload["source_sha256"] == _sha256(ckpt)
-    _assert_trees_equal(pretrained_ports.load_variables(entry, model=LITE), reference)
+    _assert_trees_equal(jaxcam.models.load_variables(entry, model=LITE), reference)
 
 
 def test_directory_in_place_of_the_cache_entry_does_not_stop_loading(lite, lite_entry, cache):
     ckpt, _, reference = lite
     (cache / lite_entry[0]).mkdir(parents=True)
-    _assert_trees_equal(pretrained_ports.load_weights(LITE, ckpt), reference)
+    _assert_trees_equal(jaxcam.models.load_weights(LITE, ckpt), reference)
 
 
 def test_cache_follows_content_not_path_size_or_mtime(lite, cache, tmp_path):
@@ -434,7 +434,7 @@ def test_cache_follows_content_not_path_size_or_mtime(lite, cache, tmp_path):
     _torch_save(edited, tmp_path / "b" / "w.pth")
     path = tmp_path / "w.pth"
     shutil.copyfile(tmp_path / "a" / "w.pth", path)
-    _assert_trees_equal(pretrained_ports.load_weights(LITE, path), reference)
+    _assert_trees_equal(jaxcam.models.load_weights(LITE, path), reference)
     first = path.stat()
 
     shutil.copyfile(tmp_path / "b" / "w.pth", path)
@@ -442,7 +442,7 @@ def test_cache_follows_content_not_path_size_or_mtime(lite, cache, tmp_path):
     second = path.stat()
     assert (second.st_size, second.st_mtime_ns) == (first.st_size, first.st_mtime_ns)
 
-    variables = pretrained_ports.load_weights(LITE, path)
+    variables = jaxcam.models.load_weights(LITE, path)
     np.testing.assert_array_equal(variables["params"]["_fc"]["bias"], edited["_fc.bias"])
     assert len(list(cache.glob(f"{LITE}-*.msgpack"))) == 2  # one entry per content
 
@@ -452,7 +452,7 @@ def test_file_in_place_of_the_cache_folder_does_not_stop_loading(lite, cache):
     costs the conversion, never the load."""
     ckpt, _, reference = lite
     cache.write_bytes(b"not a folder")
-    _assert_trees_equal(pretrained_ports.load_weights(LITE, ckpt), reference)
+    _assert_trees_equal(jaxcam.models.load_weights(LITE, ckpt), reference)
     assert cache.read_bytes() == b"not a folder"
 
 
@@ -462,7 +462,7 @@ def test_read_only_cache_does_not_stop_loading(lite, cache):
     cache.mkdir()
     cache.chmod(0o500)
     try:
-        _assert_trees_equal(pretrained_ports.load_weights(LITE, ckpt), reference)
+        _assert_trees_equal(jaxcam.models.load_weights(LITE, ckpt), reference)
     finally:
         cache.chmod(0o700)
 
@@ -480,7 +480,7 @@ def test_command_line_convert(lite, tmp_path):
     run = _cli("convert", LITE, str(ckpt), "-o", str(out))
     assert run.returncode == 0, run.stderr
     assert LITE in run.stdout and out.is_file()
-    variables = pretrained_ports.load_weights(LITE, out)
+    variables = jaxcam.models.load_weights(LITE, out)
     np.testing.assert_array_equal(variables["params"]["_fc"]["kernel"], sd["_fc.weight"].T)
 
     (tmp_path / "taken").mkdir()
@@ -556,3 +556,17 @@ def test_command_line_unwritable_directory(lite, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err
     assert list(locked.iterdir()) == []
+
+
+def test_pretrained_ports_is_a_leaf_package():
+    """``import pretrained_ports`` loads neither jaxcam nor OpenCV nor JAX: the reader and
+    the converters stand alone (the zoo's by-name loading is in jaxcam.models)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pretrained_ports; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jaxcam', 'cv2', 'jax'));"
+            " print(bad); sys.exit(bool(bad))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]

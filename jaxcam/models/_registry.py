@@ -157,7 +157,7 @@ def _resolve_weights(model: ModelInfo, weights: Any, seed: int):
                 "(a torchvision checkpoint) or a file converted with "
                 "`python -m pretrained_ports convert`, or weights='random'")
         weights = model.pretrained()
-    from pretrained_ports import load_weights  # pretrained_ports builds on this registry
+    from jaxcam.models._weights import load_weights
 
     return load_weights(model.name, weights)
 

@@ -1,4 +1,8 @@
-"""Converted variables on disk: flax msgpack files and the conversion cache.
+"""The zoo's weights on disk: converted flax msgpack files and the conversion cache.
+
+Checkpoints are read and converted by :mod:`pretrained_ports` (which knows nothing of the
+zoo); this module gives the conversion its targets (each zoo model's variable shapes and
+layout table), stores the results, and caches conversions.
 
 A msgpack file is hostile until checked, whoever wrote it: it is read only up to a
 small multiple of the model's size, decoded by msgpack (which checks every declared
@@ -23,11 +27,9 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
-from jaxcam._io import atomic_write
-
-from pretrained_ports._convert import Spec, compare, convert
-from pretrained_ports._errors import CheckpointError, ConversionError
-from pretrained_ports._torch_reader import read_checkpoint
+from pretrained_ports import CheckpointError, ConversionError, convert, read_checkpoint
+from pretrained_ports._atomic import atomic_write
+from pretrained_ports._convert import Spec, compare
 
 # Bump when the file layout or the conversion changes: older files and cache entries
 # are then refused (and cache entries rebuilt).
@@ -46,10 +48,9 @@ def cache_dir() -> Path:
 
 
 def _model(name: str):
-    import jaxcam.models  # the zoo defines the target shapes
+    from jaxcam.models._registry import info, variable_shapes  # the zoo: target shapes
 
-    model = jaxcam.models.info(name)
-    return model, jaxcam.models.variable_shapes(name)
+    return info(name), variable_shapes(name)
 
 
 def _specs(shapes: Mapping[str, Any]) -> dict[str, Spec]:
