@@ -15,9 +15,10 @@ import re
 import struct
 import zlib
 
+from pretrained_ports._atomic import atomic_write, atomic_write_all
 
-from pretrained_ports._atomic import atomic_write as atomic_write  # noqa: E402
-from pretrained_ports._atomic import atomic_write_all as atomic_write_all  # noqa: E402
+__all__ = ["FORMATS", "ImageError", "ImageHeader", "atomic_write", "atomic_write_all",
+           "image_header"]
 
 
 # --- image headers ---------------------------------------------------------------------

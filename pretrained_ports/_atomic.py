@@ -13,7 +13,6 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-
 # --- writing ---------------------------------------------------------------------------
 
 def _temporary_beside(path: Path) -> tuple[int, Path]:

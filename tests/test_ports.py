@@ -230,6 +230,65 @@ def test_save_refuses_variables_that_would_not_load(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# Target shapes of a model outside the zoo: the generic store needs no model registry.
+TOY_SHAPES = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((3, 2), np.float32),
+                                   "bias": jax.ShapeDtypeStruct((2,), np.float32)}}}
+
+
+def _toy_variables(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"params": {"dense": {"kernel": rng.standard_normal((3, 2), np.float32),
+                                 "bias": rng.standard_normal(2, np.float32)}}}
+
+
+def test_generic_store_round_trip_with_shapes_and_metadata(tmp_path):
+    variables = _toy_variables()
+    path = pretrained_ports.save_variables(tmp_path / "sub" / "toy.msgpack", variables,
+                                           TOY_SHAPES, model="toy", metadata={"source": "a"})
+    assert path == tmp_path / "sub" / "toy.msgpack"
+    payload = serialization.msgpack_restore(path.read_bytes())
+    assert (payload["format"], payload["model"], payload["source"]) == (
+        pretrained_ports.FORMAT, "toy", "a")
+    _assert_trees_equal(pretrained_ports.load_variables(path, TOY_SHAPES, model="toy"),
+                        variables)
+    _assert_trees_equal(pretrained_ports.load_variables(path, TOY_SHAPES, model="toy",
+                                                        metadata={"source": "a"}), variables)
+    with pytest.raises(CheckpointError, match="records 'a' as 'source', not 'b'"):
+        pretrained_ports.load_variables(path, TOY_SHAPES, model="toy", metadata={"source": "b"})
+    with pytest.raises(CheckpointError, match="records nothing as 'other'"):
+        pretrained_ports.load_variables(path, TOY_SHAPES, model="toy", metadata={"other": "a"})
+    with pytest.raises(ConversionError, match="holds weights for 'toy', not 'other'"):
+        pretrained_ports.load_variables(path, TOY_SHAPES, model="other")
+    wider = {"params": {"dense": {"kernel": jax.ShapeDtypeStruct((3, 4), np.float32),
+                                  "bias": jax.ShapeDtypeStruct((4,), np.float32)}}}
+    with pytest.raises(ConversionError, match=r"misshapen params/dense/kernel"):
+        pretrained_ports.load_variables(path, wider, model="toy")
+
+
+def test_generic_store_refuses_bad_variables_and_metadata(tmp_path):
+    variables = _toy_variables()
+    variables["params"]["dense"]["bias"][0] = np.inf
+    with pytest.raises(ConversionError, match=r"non-finite.*params/dense/bias"):
+        pretrained_ports.save_variables(tmp_path / "t.msgpack", variables, TOY_SHAPES,
+                                        model="toy")
+    with pytest.raises(ValueError, match="'model' is reserved"):
+        pretrained_ports.save_variables(tmp_path / "t.msgpack", _toy_variables(), TOY_SHAPES,
+                                        model="toy", metadata={"model": "x"})
+    with pytest.raises(TypeError, match="strings to strings"):
+        pretrained_ports.save_variables(tmp_path / "t.msgpack", _toy_variables(), TOY_SHAPES,
+                                        model="toy", metadata={"n": 3})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generic_store_bounds_reads_by_the_target_shapes(tmp_path):
+    path = pretrained_ports.save_variables(tmp_path / "t.msgpack", _toy_variables(),
+                                           TOY_SHAPES, model="toy")
+    with open(path, "ab") as f:
+        f.truncate(path.stat().st_size + (2 << 20))  # past the slack of a 32-byte model
+    with pytest.raises(CheckpointError, match="more than a converted file of this model"):
+        pretrained_ports.load_variables(path, TOY_SHAPES, model="toy")
+
+
 def _payload(model: str = "resnet18", **fields):
     return {"format": "jaxcam-variables-1", "model": model, **fields}
 
@@ -316,10 +375,10 @@ def test_msgpack_variables_are_checked_like_a_conversion(tmp_path):
         jaxcam.models.load_variables(path, model="resnet18")
     message = str(info.value)
     for expected in ["missing keys (2): params/conv1/kernel, params/layer1.0/conv1/kernel",
-                     "unexpected keys (2): params/conv1/kernel/nested, "
-                     "params/layer1.0/conv9/kernel",
-                     "misshapen params/fc/kernel: checkpoint (10, 1000), model expects "
-                     "(512, 1000)",
+                     ("unexpected keys (2): params/conv1/kernel/nested, "
+                      "params/layer1.0/conv9/kernel"),
+                     ("misshapen params/fc/kernel: checkpoint (10, 1000), model expects "
+                      "(512, 1000)"),
                      "mistyped params/bn1/bias: checkpoint str, model expects float32",
                      "mistyped params/bn1/scale: checkpoint int32",
                      "mistyped params/fc/bias: checkpoint float64",
@@ -471,7 +530,7 @@ def test_read_only_cache_does_not_stop_loading(lite, cache):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pretrained_ports", *args],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
 
 
 def test_command_line_convert(lite, tmp_path):
@@ -559,14 +618,14 @@ def test_command_line_unwritable_directory(lite, tmp_path, capsys):
 
 
 def test_pretrained_ports_is_a_leaf_package():
-    """``import pretrained_ports`` loads neither jaxcam nor OpenCV nor JAX: the reader and
-    the converters stand alone (the zoo's by-name loading is in jaxcam.models)."""
+    """``import pretrained_ports`` loads neither jaxcam nor OpenCV nor JAX: the reader, the
+    converters and the store stand alone (the zoo's by-name loading is in jaxcam.models)."""
     import subprocess
     import sys
 
     code = ("import sys, pretrained_ports; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jaxcam', 'cv2', 'jax'));"
             " print(bad); sys.exit(bool(bad))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]

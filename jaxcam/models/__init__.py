@@ -15,7 +15,6 @@ from jaxcam.models._weights import load_variables as load_variables
 from jaxcam.models._weights import load_weights as load_weights
 from jaxcam.models._weights import save_variables as save_variables
 
-__all__ = ["ModelInfo", "available", "cache_dir", "convert_checkpoint", "default_layer", "depthwise",
-           "info",
-           "init_variables", "layers", "load", "load_variables", "load_weights",
-           "save_variables", "variable_shapes"]
+__all__ = ["ModelInfo", "available", "cache_dir", "convert_checkpoint", "default_layer",
+           "depthwise", "info", "init_variables", "layers", "load", "load_variables",
+           "load_weights", "save_variables", "variable_shapes"]
