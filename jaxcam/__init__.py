@@ -16,12 +16,23 @@ from jaxcam import weighting as weighting
 from jaxcam._compare import DerivativeComparison as DerivativeComparison
 from jaxcam._compare import compare_derivatives as compare_derivatives
 from jaxcam._derivatives import pure_derivatives as pure_derivatives
+from jaxcam._explain import Augment as Augment
+from jaxcam._explain import augmentations as augmentations
 from jaxcam._methods import cam as cam
+from jaxcam._methods import eigen_cam as eigen_cam
+from jaxcam._methods import eigen_grad_cam as eigen_grad_cam
+from jaxcam._methods import finer_cam as finer_cam
 from jaxcam._methods import grad_cam as grad_cam
+from jaxcam._methods import grad_cam_elementwise as grad_cam_elementwise
 from jaxcam._methods import grad_cam_pp as grad_cam_pp
 from jaxcam._methods import guided_backprop as guided_backprop
 from jaxcam._methods import guided_grad_cam as guided_grad_cam
+from jaxcam._methods import hires_cam as hires_cam
+from jaxcam._methods import layer_cam as layer_cam
+from jaxcam._methods import shapley_cam as shapley_cam
 from jaxcam._methods import smooth_grad_cam_pp as smooth_grad_cam_pp
+from jaxcam._methods import xgrad_cam as xgrad_cam
+from jaxcam._perturbation import ablation_cam as ablation_cam
 from jaxcam._perturbation import is_cam as is_cam
 from jaxcam._perturbation import score_cam as score_cam
 from jaxcam._perturbation import ss_cam as ss_cam
@@ -36,9 +47,11 @@ from jaxcam.models._layers import guided_relu as guided_relu
 
 __version__ = "0.1.0"
 
-__all__ = ["DerivativeComparison", "MethodInfo", "Preprocess", "Split", "available_methods",
-           "cam", "chunking", "compare_derivatives", "derivatives", "grad_cam", "grad_cam_pp",
-           "guided_backprop", "guided_grad_cam", "guided_relu", "is_cam", "method_info", "method_table",
-           "models",
-           "pure_derivatives", "score_cam", "smooth_grad_cam_pp", "smoothed", "ss_cam", "viz",
-           "weighting"]
+__all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split",
+           "ablation_cam", "augmentations", "available_methods", "cam", "chunking",
+           "compare_derivatives", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
+           "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
+           "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
+           "method_info", "method_table", "models", "pure_derivatives", "score_cam",
+           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "ss_cam", "viz", "weighting",
+           "xgrad_cam"]

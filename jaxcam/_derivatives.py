@@ -116,7 +116,7 @@ def head_gradient(split, a: Array, objective: Objective, classes: Array):
 
 
 def _needs_one_row(objective: Objective) -> bool:
-    return objective.fn is None and objective.link in SCALAR_LINKS
+    return objective.by_class and objective.link in SCALAR_LINKS
 
 
 def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, Array]:
@@ -149,10 +149,13 @@ def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, o
     (h1,) = head_vjp(L.class_gradient("log_softmax", logits, classes))
     m2, m3 = _jacobian_moments(head_vjp, a, jnp.exp(log_p), chunk)
     h = (h1, -m2, -m3)
+    target = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
     if link == "softmax":
-        target = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
         p_c = jnp.exp(jnp.sum(target * log_p, axis=-1))[:, None, None, None]
         h = tuple(p_c * d for d in L.bell(*h))
+    elif link == "rest":                       # S_c + log_softmax_c: S_c is linear in t
+        (u,) = head_vjp(target)
+        h = (h[0] + u, h[1], h[2])
     return h[:order]
 
 
@@ -168,7 +171,7 @@ def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objec
         zero = jnp.zeros_like(u)
         d = L.bell(u, zero, zero) if objective.link == "exp" else (u, zero, zero)
         return d[:order]
-    if objective.fn is None and logits.shape[-1] <= a[0].size:
+    if objective.by_class and logits.shape[-1] <= a[0].size:
         return _softmax_family(split, a, logits, classes, objective.link, order, chunk)
     one = lambda a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)
     return jax.vmap(one)(a, logits, classes)

@@ -111,8 +111,8 @@ def class_taylor(link: str, logits: Array, c: Array, coeffs: Array) -> Array:
     """Derivatives of link(S(t))_c at t = 0 for one example, accurate in float32.
 
     Args:
-      link: "logit", "exp" (exp(S - S0) with S0 = S(0) constant), "softmax" or
-        "log_softmax".
+      link: "logit", "exp" (exp(S - S0) with S0 = S(0) constant), "softmax",
+        "log_softmax" or "rest" (S_c + log_softmax_c: ReST, S_c minus the cross-entropy).
       logits: S (C,).
       c: the target class (int scalar).
       coeffs: (order, C), the curve's derivatives s1, s2, ... (order <= 3).
@@ -131,6 +131,8 @@ def class_taylor(link: str, logits: Array, c: Array, coeffs: Array) -> Array:
         if link == "softmax":
             p_c = jnp.exp(jax.nn.log_softmax(logits)[c])
             y = tuple(p_c * b for b in bell(*y))
+        elif link == "rest":
+            y = tuple(h + s[c] for h, s in zip(y, _curve(coeffs)))
     return jnp.stack(y[:order])
 
 
@@ -149,4 +151,6 @@ def class_gradient(link: str, logits: Array, classes: Array) -> Array:
     grad = jnp.where(onehot > 0, rest, -p)
     if link == "softmax":
         grad = grad * jnp.exp(jnp.sum(onehot * log_p, axis=-1, keepdims=True))
+    elif link == "rest":
+        grad = grad + onehot
     return grad

@@ -16,7 +16,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from jaxcam._chunking import chunked_sum
-from jaxcam._derivatives import cam_derivatives
+from jaxcam._derivatives import cam_derivatives, head_gradient
 from jaxcam._pipeline import Evidence
 from jaxcam._split import Split
 from jaxcam._targets import Objective
@@ -34,9 +34,15 @@ class HeadDerivatives:
     mode: str = struct.field(pytree_node=False, default="approx")
     engine: str = struct.field(pytree_node=False, default="auto")
     chunk_size: int | None = struct.field(pytree_node=False, default=None)
+    hvp: bool = struct.field(pytree_node=False, default=False)
 
     def at(self, split: Split, a: Array, classes: Array) -> tuple[Array, ...]:
-        """(D1, .., D_order) at the activations ``a`` (B, h, w, K)."""
+        """(D1, .., D_order) at the activations ``a`` (B, h, w, K); with ``hvp``,
+        (g, H A): the gradient and the Hessian of the score applied to A itself, exact
+        (forward-over-reverse: ``jax.jvp`` of the head gradient along A)."""
+        if self.hvp:
+            grad = lambda a: head_gradient(split, a, self.objective, classes)[0]  # noqa: E731
+            return jax.jvp(grad, (a,), (a,))
         return cam_derivatives(split, a, self.objective, classes, order=self.order,
                                mode=self.mode, engine=self.engine,
                                chunk_size=self.chunk_size)
@@ -44,6 +50,14 @@ class HeadDerivatives:
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
         a = split.activations(x)
         return Evidence(a, self.at(split, a, classes))
+
+
+@struct.dataclass
+class Activations:
+    """A alone, no derivatives (Eigen-CAM)."""
+
+    def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
+        return Evidence(split.activations(x))
 
 
 def noise_scale(x: Array, noise) -> Array:

@@ -18,24 +18,26 @@ arguments, so changing them never recompiles; modes, orders and chunk sizes are 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import struct
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import make_mesh
 from jaxcam._derivatives import DERIVATIVES, ENGINES
-from jaxcam._measures import HeadDerivatives, NoiseSmoothed
-from jaxcam._pipeline import (Evidence, Finish, Program, check_inputs, check_key, run,
-                              selection)
-from jaxcam._split import Split, check_guided
-from jaxcam._targets import Objective, resolve
+from jaxcam._explain import explain
+from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
+from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key, selection
+from jaxcam._split import Split, check_guided, split_shapes
+from jaxcam._targets import Contrast, Objective, resolve
 
 Array = jax.Array
 
@@ -45,12 +47,12 @@ Array = jax.Array
 
 @struct.dataclass
 class GradCAMMap:
-    """sum_k alpha_k A^k with alpha_k = (1/Z) sum_ij D1 (Grad-CAM)."""
+    """alpha_k A^k with alpha_k = (1/Z) sum_ij D1 (Grad-CAM)."""
 
     order = 1
 
     def __call__(self, ev: Evidence) -> Array:
-        return W.channel_sum(ev.a, W.grad_cam_weights(ev.derivs[0]))
+        return W.channel_weighted(ev.a, W.grad_cam_weights(ev.derivs[0]))
 
 
 @struct.dataclass
@@ -61,7 +63,7 @@ class CAMMap:
     order = 1
 
     def __call__(self, ev: Evidence) -> Array:
-        return W.channel_sum(ev.a, W.cam_weights(ev.derivs[0]))
+        return W.channel_weighted(ev.a, W.cam_weights(ev.derivs[0]))
 
 
 @struct.dataclass
@@ -73,8 +75,8 @@ class GradCAMPPMap:
     order = 3
 
     def __call__(self, ev: Evidence) -> Array:
-        return W.channel_sum(ev.a, W.grad_cam_pp_weights(ev.a, *ev.derivs, eps=self.eps,
-                                                         variant=self.variant))
+        return W.channel_weighted(ev.a, W.grad_cam_pp_weights(ev.a, *ev.derivs, eps=self.eps,
+                                                              variant=self.variant))
 
 
 @struct.dataclass
@@ -88,7 +90,56 @@ class TorchcamSmoothMap:
 
     def __call__(self, ev: Evidence) -> Array:
         alpha = W.mixed_index_alphas(ev.a, ev.derivs[1], ev.derivs[2], eps=self.eps)
-        return W.channel_sum(ev.last.a, W.pixel_weighted_sum(alpha, ev.last.derivs[0]))
+        return W.channel_weighted(ev.last.a, W.pixel_weighted_sum(alpha, ev.last.derivs[0]))
+
+
+@struct.dataclass
+class XGradCAMMap:
+    """w_k A^k with w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) D1 (XGrad-CAM)."""
+
+    eps: Array | float = 0.0
+    order = 1
+
+    def __call__(self, ev: Evidence) -> Array:
+        return W.channel_weighted(ev.a, W.xgrad_cam_weights(ev.a, ev.derivs[0], eps=self.eps))
+
+
+@struct.dataclass
+class ElementwiseMap:
+    """Element-wise weighted activations: "layer_cam" ReLU(D1) A (LayerCAM), "hires"
+    D1 A (HiResCAM), "rectified" ReLU(D1 A) (pytorch-grad-cam's GradCAMElementWise),
+    "gradient" D1 A (EigenGrad-CAM's input to the projection)."""
+
+    rule: str = struct.field(pytree_node=False, default="hires")
+    order = 1
+
+    def __call__(self, ev: Evidence) -> Array:
+        d1 = ev.derivs[0]
+        if self.rule == "layer_cam":
+            return W.layer_cam_weights(d1) * ev.a
+        if self.rule == "rectified":
+            return jax.nn.relu(d1 * ev.a)
+        return d1 * ev.a
+
+
+@struct.dataclass
+class ActivationsMap:
+    """The activations themselves (Eigen-CAM projects them)."""
+
+    order = 0
+
+    def __call__(self, ev: Evidence) -> Array:
+        return ev.a
+
+
+@struct.dataclass
+class ShapleyCAMMap:
+    """w_k A^k with w_k = (1/Z) sum_ij (g - H A / 2) (ShapleyCAM); derivs = (g, H A)."""
+
+    order = 1
+
+    def __call__(self, ev: Evidence) -> Array:
+        return W.channel_weighted(ev.a, W.shapley_cam_weights(*ev.derivs))
 
 
 # --- programs that return input gradients
@@ -128,7 +179,8 @@ def _optional_positive_int(name: str, value) -> int | None:
 def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str = "approx",
                       engine: str = "auto", chunk_size: int | None = None,
                       counterfactual: bool = False, channels=None, neurons=None,
-                      rectify: bool = True, upsample: bool = True, normalize: bool = True):
+                      rectify: bool = True, upsample: bool = True, normalize: bool = True,
+                      hvp: bool = False, reduce: str = "sum") -> Built:
     check_choice("derivatives", derivatives, DERIVATIVES)
     check_choice("engine", engine, ENGINES)
     chunk_size = _optional_positive_int("chunk_size", chunk_size)
@@ -136,10 +188,11 @@ def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str =
         raise ValueError("engine='linearised' is exact only for piecewise-linear heads "
                          "(split.piecewise_linear_head is False); use engine='generic'")
     objective, classes = resolve(split, x, target, link)
-    measure = HeadDerivatives(objective, to_map.order, derivatives, engine, chunk_size)
+    measure = (Activations() if to_map.order == 0 else
+               HeadDerivatives(objective, to_map.order, derivatives, engine, chunk_size, hvp))
     program = Program(measure, to_map, Finish(rectify, bool(upsample), bool(normalize)),
-                      selection(split, x, channels, neurons), bool(counterfactual))
-    return program, classes
+                      selection(split, x, channels, neurons), bool(counterfactual), reduce)
+    return Built(program, classes)
 
 
 def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual=False,
@@ -149,11 +202,83 @@ def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual
                              neurons=neurons, upsample=upsample, normalize=normalize)
 
 
+def build_xgrad_cam(split, x, target=None, *, link: str = "logit", eps=0.0,
+                    counterfactual=False, channels=None, neurons=None, upsample=True,
+                    normalize=True):
+    return _gradient_program(split, x, target, XGradCAMMap(check_number("eps", eps)),
+                             link=link, counterfactual=counterfactual, channels=channels,
+                             neurons=neurons, upsample=upsample, normalize=normalize)
+
+
+def _elementwise_builder(rule: str, reduce: str = "sum") -> Callable:
+    def build(split, x, target=None, *, link: str = "logit", counterfactual=False,
+              channels=None, neurons=None, upsample=True, normalize=True):
+        return _gradient_program(split, x, target, ElementwiseMap(rule), link=link,
+                                 counterfactual=counterfactual, channels=channels,
+                                 neurons=neurons, upsample=upsample, normalize=normalize,
+                                 reduce=reduce)
+
+    build.__name__ = f"build_{rule}"
+    return build
+
+
+build_layer_cam = _elementwise_builder("layer_cam")
+build_hires_cam = _elementwise_builder("hires")
+build_grad_cam_elementwise = _elementwise_builder("rectified")
+build_eigen_grad_cam = _elementwise_builder("gradient", reduce="eigen")
+
+
+def build_eigen_cam(split, x, target=None, *, channels=None, neurons=None, upsample=True,
+                    normalize=True):
+    return _gradient_program(split, x, target, ActivationsMap(), link="logit",
+                             channels=channels, neurons=neurons, upsample=upsample,
+                             normalize=normalize, reduce="eigen")
+
+
+def build_shapley_cam(split, x, target=None, *, link: str = "rest", channels=None,
+                      neurons=None, upsample=True, normalize=True):
+    return _gradient_program(split, x, target, ShapleyCAMMap(), link=link, hvp=True,
+                             channels=channels, neurons=neurons, upsample=upsample,
+                             normalize=normalize)
+
+
+def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha=1.0,
+                    method: str = "grad_cam", **options) -> Built:
+    """``method``'s program explaining FinerCAM's contrast of the target class with the
+    classes ranked ``comparisons`` by logit distance to it."""
+    from jaxcam._registry import method_info
+
+    if callable(target):
+        raise ValueError("finer_cam builds its own objective from the target class: pass "
+                         "None, an int or an int array (B,), not a callable")
+    info = method_info(method)
+    if info.kind != "gradient" or info.build is None or info.name == "finer_cam":
+        raise ValueError(f"finer_cam's method must be a gradient method with a builder "
+                         f"(e.g. 'grad_cam', 'grad_cam_pp', 'layer_cam'); got {info.name!r}")
+    n = split_shapes(split, x).logits.shape[-1]
+    ranks = tuple(int(r) for r in np.atleast_1d(np.asarray(comparisons)).tolist()) \
+        if not isinstance(comparisons, (int, np.integer)) else (int(comparisons),)
+    if not ranks or any(r < 1 or r >= n for r in ranks):
+        raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
+                         f"target by logit distance (1 = the most similar; 0 is the target "
+                         f"itself); got {comparisons!r}")
+    built = info.build(split, x, target, **options)
+    program = built.program
+    if not isinstance(program.measure, HeadDerivatives):
+        raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
+    objective = dataclasses.replace(program.measure.objective, contrast=ranks)
+    alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
+                                         x.dtype), built.classes.shape)
+    return built._replace(program=program.replace(
+        measure=program.measure.replace(objective=objective)),
+        classes=Contrast(built.classes, alpha))
+
+
 _WARNED_ZERO_CURVATURE: set = set()
 
 
 def _warn_zero_curvature(split, objective, link, derivatives) -> None:
-    if not (derivatives == "exact" and link == "logit" and objective.fn is None
+    if not (derivatives == "exact" and link == "logit" and objective.by_class
             and split.piecewise_linear_head):
         return
     key = (split.layer, link)
@@ -173,12 +298,12 @@ def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives="
                       eps=0.0, channels=None, neurons=None, upsample=True, normalize=True):
     check_choice("variant", variant, W.VARIANTS)
     to_map = GradCAMPPMap(check_number("eps", eps), variant)
-    program, classes = _gradient_program(
+    program, classes, _, _ = _gradient_program(
         split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
         chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
         neurons=neurons, upsample=upsample, normalize=normalize)
     _warn_zero_curvature(split, program.measure.objective, link, derivatives)
-    return program, classes
+    return Built(program, classes)
 
 
 def build_cam(split, x, target=None, *, channels=None, neurons=None, upsample=True,
@@ -207,28 +332,28 @@ def _check_guided(split: Split, x: Array) -> None:
 def build_guided_backprop(split, x, target=None, *, link: str = "logit"):
     _check_guided(split, x)
     objective, classes = resolve(split, x, target, link)
-    return GuidedBackprop(objective), classes
+    return Built(GuidedBackprop(objective), classes)
 
 
 def build_guided_grad_cam(split, x, target=None, *, link: str = "logit",
                           counterfactual=False, channels=None, neurons=None):
     _check_guided(split, x)
-    program, classes = build_grad_cam(split, x, target, link=link,
-                                      counterfactual=counterfactual, channels=channels,
-                                      neurons=neurons)
-    return GuidedGradCAM(program, GuidedBackprop(program.measure.objective)), classes
+    program, classes, _, _ = build_grad_cam(split, x, target, link=link,
+                                            counterfactual=counterfactual, channels=channels,
+                                            neurons=neurons)
+    return Built(GuidedGradCAM(program, GuidedBackprop(program.measure.objective)), classes)
 
 
 def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
                          noise=0.15, sample_chunk: int | None = None, devices=None,
-                         equal_weights: bool = False, keep_last: bool = False, **options):
-    """``build``'s program with its head derivatives averaged over noisy copies; returns
-    (program, classes, key, mesh)."""
+                         equal_weights: bool = False, keep_last: bool = False,
+                         **options) -> Built:
+    """``build``'s program with its head derivatives averaged over noisy copies."""
     key = check_key(key)
     n = check_positive_int("n_samples", n_samples)
     noise = check_number("noise", noise)
     sample_chunk = _optional_positive_int("sample_chunk", sample_chunk)
-    program, classes = build(split, x, target, **options)
+    program, classes, _, _ = build(split, x, target, **options)
     if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
         raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
                          "methods (grad_cam, grad_cam_pp, ...), not to this one")
@@ -236,15 +361,7 @@ def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_sampl
     measure = NoiseSmoothed(program.measure, noise, n,
                             _chunk_size(n, sample_chunk, 1 if mesh is None else mesh.size),
                             mesh, equal_weights, keep_last)
-    return program.replace(measure=measure), classes, key, mesh
-
-
-def run_on(mesh, program, split, x, classes, key=None) -> Array:
-    """:func:`run`, with the inputs replicated on the mesh's devices when there is one."""
-    if mesh is not None:
-        split, x, classes, key = jax.device_put((split, x, classes, key),
-                                                NamedSharding(mesh, PartitionSpec()))
-    return run(program, split, x, classes, key)
+    return Built(program.replace(measure=measure), classes, key, mesh)
 
 
 def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples=25, noise=0.15,
@@ -258,14 +375,14 @@ def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples=25, noise=
         keep_last=torchcam, variant=variant, eps=eps, **options)
     if torchcam:
         program = program.replace(to_map=TorchcamSmoothMap(program.to_map.eps))
-    return program, classes, key, mesh
+    return Built(program, classes, key, mesh)
 
 
 # --- public API
 
 def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
              counterfactual: bool = False, channels=None, neurons=None,
-             upsample: bool = True, normalize: bool = True) -> Array:
+             upsample: bool = True, normalize: bool = True, **common) -> Array:
     """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv 1610.02391).
 
     alpha_k = (1/Z) sum_ij dY/dA^k_ij, map = ReLU(sum_k alpha_k A^k), with Y the target's
@@ -288,6 +405,16 @@ def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
         recompile); the derivatives are those of the unmodified network.
       upsample: bilinearly resize the maps to the input's (H, W).
       normalize: min-max scale each map to [0, 1] (an all-zero map stays zero).
+      layers: several cuts of the same network: layer names (re-cut by
+        :meth:`jaxcam.Split.at`) or :class:`jaxcam.Split` objects; each layer's map is
+        finished on its own (upsampled, normalised), then the maps are fused by ``fuse``:
+        "mean" (pytorch-grad-cam), "max", or "layercam" (tanh(2 M / max M) per layer,
+        then the element-wise maximum, as torch-cam's LayerCAM).
+      aug_smooth: test-time augmentation: the maps of the six copies pytorch-grad-cam
+        uses (horizontal flip x intensity 0.9, 1, 1.1), each flipped back, averaged;
+        ``augmentations=[jaxcam.Augment(...), ...]`` chooses the copies.
+      eigen_smooth: the map is the first principal component of the weighted activations
+        (:func:`jaxcam.weighting.first_component`) instead of their channel sum.
 
     Returns:
       Maps (B, H, W), or (B, h, w) at the layer's resolution with ``upsample=False``.
@@ -297,18 +424,16 @@ def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
         split = jaxcam.models.load("efficientnet_lite0")
         maps = jaxcam.grad_cam(split, x, target=282)
     """
-    x = check_inputs(split, x)
-    program, classes = build_grad_cam(split, x, target, link=link,
-                                      counterfactual=counterfactual, channels=channels,
-                                      neurons=neurons, upsample=upsample, normalize=normalize)
-    return run(program, split, x, classes)
+    return explain(build_grad_cam, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
 
 
 def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
                 derivatives: str = "approx", engine: str = "auto",
                 chunk_size: int | None = None, variant: str = "paper",
                 counterfactual: bool = False, eps: float = 0.0, channels=None, neurons=None,
-                upsample: bool = True, normalize: bool = True) -> Array:
+                upsample: bool = True, normalize: bool = True, **common) -> Array:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv 1710.11063), exact or closed form.
 
     w_k = sum_ij alpha^k_ij ReLU(D1), alpha^k_ij = D2 / (2 D2 + (sum_ab A^k_ab) D3) (eq. 10),
@@ -362,16 +487,14 @@ def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
 
         exact = jaxcam.grad_cam_pp(split, x, 282, link="softmax", derivatives="exact")
     """
-    x = check_inputs(split, x)
-    program, classes = build_grad_cam_pp(
-        split, x, target, link=link, derivatives=derivatives, engine=engine,
-        chunk_size=chunk_size, variant=variant, counterfactual=counterfactual, eps=eps,
-        channels=channels, neurons=neurons, upsample=upsample, normalize=normalize)
-    return run(program, split, x, classes)
+    return explain(build_grad_cam_pp, split, x, target, link=link, derivatives=derivatives,
+                   engine=engine, chunk_size=chunk_size, variant=variant,
+                   counterfactual=counterfactual, eps=eps, channels=channels,
+                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
 
 
 def cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
-        upsample: bool = True, normalize: bool = True) -> Array:
+        upsample: bool = True, normalize: bool = True, **common) -> Array:
     """CAM (Zhou et al., CVPR 2016): M^c = sum_k W[c, k] A^k.
 
     Only for heads made of global average pooling and one linear layer (the split of a
@@ -380,31 +503,25 @@ def cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
     ``normalize`` it is min-max scaled.
 
     Args:
-      split, x, target, channels, neurons, upsample, normalize: as :func:`grad_cam`.
+      split, x, target, channels, neurons, upsample, normalize, layers, fuse, aug_smooth,
+        eigen_smooth: as :func:`grad_cam`.
     """
-    x = check_inputs(split, x)
-    program, classes = build_cam(split, x, target, channels=channels, neurons=neurons,
-                                 upsample=upsample, normalize=normalize)
-    return run(program, split, x, classes)
+    return explain(build_cam, split, x, target, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
 
 
 def guided_backprop(split: Split, x: Array, target=None, *, link: str = "logit") -> Array:
     """Guided Backpropagation (Springenberg et al., 2015): dY/dx (B, H, W, C) through
     ReLUs that pass gradient only where both their input and the gradient are positive."""
-    x = check_inputs(split, x)
-    program, classes = build_guided_backprop(split, x, target, link=link)
-    return run(program, split, x, classes)
+    return explain(build_guided_backprop, split, x, target, link=link)
 
 
 def guided_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
                     counterfactual: bool = False, channels=None, neurons=None) -> Array:
     """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled, [0, 1]-scaled Grad-CAM map
     times the guided-backpropagation gradients, (B, H, W, C)."""
-    x = check_inputs(split, x)
-    program, classes = build_guided_grad_cam(split, x, target, link=link,
-                                             counterfactual=counterfactual,
-                                             channels=channels, neurons=neurons)
-    return run(program, split, x, classes)
+    return explain(build_guided_grad_cam, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons)
 
 
 def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
@@ -413,7 +530,7 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
                        chunk_size: int | None = None, sample_chunk: int | None = None,
                        variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
                        channels=None, neurons=None, upsample: bool = True,
-                       normalize: bool = True, devices=None) -> Array:
+                       normalize: bool = True, devices=None, **common) -> Array:
     """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv 1908.01224).
 
     For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
@@ -471,14 +588,11 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     Returns:
       Maps (B, H, W), or (B, h, w) with ``upsample=False``.
     """
-    x = check_inputs(split, x)
-    program, classes, key, mesh = build_smooth_grad_cam_pp(
-        split, x, target, key=key, n_samples=n_samples, noise=noise,
-        sample_chunk=sample_chunk, devices=devices, variant=variant, eps=eps, link=link,
-        derivatives=derivatives, engine=engine, chunk_size=chunk_size,
-        counterfactual=counterfactual, channels=channels, neurons=neurons,
-        upsample=upsample, normalize=normalize)
-    return run_on(mesh, program, split, x, classes, key)
+    return explain(build_smooth_grad_cam_pp, split, x, target, key=key, n_samples=n_samples,
+                   noise=noise, sample_chunk=sample_chunk, devices=devices, variant=variant,
+                   eps=eps, link=link, derivatives=derivatives, engine=engine,
+                   chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
+                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
 
 
 def noise_smoothed(build: Callable, name: str) -> Callable:
@@ -488,11 +602,9 @@ def noise_smoothed(build: Callable, name: str) -> Callable:
     def smoothed(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 25,
                  noise: float = 0.15, sample_chunk: int | None = None, devices=None,
                  **options) -> Array:
-        x = check_inputs(split, x)
-        program, classes, key, mesh = build_noise_smoothed(
-            build, split, x, target, key=key, n_samples=n_samples, noise=noise,
-            sample_chunk=sample_chunk, devices=devices, **options)
-        return run_on(mesh, program, split, x, classes, key)
+        return explain(functools.partial(build_noise_smoothed, build), split, x, target,
+                       key=key, n_samples=n_samples, noise=noise, sample_chunk=sample_chunk,
+                       devices=devices, **options)
 
     smoothed.__name__ = smoothed.__qualname__ = f"smooth_{name}"
     smoothed.__doc__ = (
@@ -501,3 +613,167 @@ def noise_smoothed(build: Callable, name: str) -> Callable:
         f"Options: those of :func:`jaxcam.{name}`, and key, n_samples, noise, "
         "sample_chunk and devices as :func:`jaxcam.smooth_grad_cam_pp`.")
     return smoothed
+
+
+# --- the rest of the gradient family and the decompositions
+
+_SHARED_ARGS = """split, x, target, link, counterfactual, channels, neurons, upsample,
+        normalize, layers, fuse, aug_smooth, eigen_smooth: as :func:`grad_cam`."""
+
+
+def xgrad_cam(split: Split, x: Array, target=None, *, link: str = "logit", eps: float = 0.0,
+              counterfactual: bool = False, channels=None, neurons=None,
+              upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """XGrad-CAM (Fu et al., BMVC 2020, arXiv 2008.02312).
+
+    w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) dY/dA^k_ij, map = ReLU(sum_k w_k A^k):
+    Grad-CAM with each gradient weighted by its activation's share of the channel.
+
+    Args:
+      eps: added to each channel's sum (traced). The paper: 0 (a channel summing to 0
+        weighs 0); pytorch-grad-cam 1.5.7's XGradCAM: 1e-7; torch-cam 0.5.0's: 1e-8.
+      Others: """ + _SHARED_ARGS + """
+
+    Example::
+
+        maps = jaxcam.xgrad_cam(split, x, 282)
+    """
+    return explain(build_xgrad_cam, split, x, target, link=link, eps=eps,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def layer_cam(split: Split, x: Array, target=None, *, link: str = "logit",
+              counterfactual: bool = False, channels=None, neurons=None,
+              upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """LayerCAM (Jiang et al., IEEE TIP 2021): map = ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij).
+
+    Element-wise weights, so shallow layers give fine maps; fuse several with
+    ``layers=[...], fuse="layercam"`` (each layer's map scaled by tanh(2 M / max M), then
+    the element-wise maximum: the paper's eq. 9, as torch-cam 0.5.0's ``fuse_cams``).
+
+    Args:
+      """ + _SHARED_ARGS + """
+
+    Example::
+
+        maps = jaxcam.layer_cam(split, x, 282, layers=["layer2", "layer3", "layer4"],
+                                fuse="layercam")
+    """
+    return explain(build_layer_cam, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def hires_cam(split: Split, x: Array, target=None, *, link: str = "logit",
+              counterfactual: bool = False, channels=None, neurons=None,
+              upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """HiResCAM (Draelos & Carin, 2020, arXiv 2011.08891): map = ReLU(sum_k dY/dA^k ⊙ A^k).
+
+    The gradient multiplies each activation where it is, no spatial averaging: for a
+    head that ends in global average pooling and one linear layer the map is exactly the
+    class's contribution of every position (so it equals CAM there).
+
+    Args:
+      """ + _SHARED_ARGS + """
+    """
+    return explain(build_hires_cam, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def grad_cam_elementwise(split: Split, x: Array, target=None, *, link: str = "logit",
+                         counterfactual: bool = False, channels=None, neurons=None,
+                         upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """Grad-CAM element-wise (pytorch-grad-cam 1.5.7's GradCAMElementWise):
+    map = ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij)): HiResCAM with each product rectified.
+
+    Args:
+      """ + _SHARED_ARGS + """
+    """
+    return explain(build_grad_cam_elementwise, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def eigen_cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
+              upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): the activations
+    projected on their first principal component, ReLU-ed.
+
+    No gradients and no class: ``target`` is accepted (for a uniform call) and ignored.
+    The projection's sign is fixed so that the component's channel loadings sum to a
+    non-negative value (:func:`jaxcam.weighting.first_component`); pytorch-grad-cam
+    1.5.7's EigenCAM takes whichever sign LAPACK returns, so where the two differ its map
+    is the ReLU of the negated projection.
+
+    Args:
+      split, x, channels, neurons, upsample, normalize, layers, fuse, aug_smooth: as
+        :func:`grad_cam` (a selection zeroes the other activations before the
+        decomposition).
+    """
+    return explain(build_eigen_cam, split, x, target, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def eigen_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
+                   counterfactual: bool = False, channels=None, neurons=None,
+                   upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """EigenGrad-CAM (pytorch-grad-cam 1.5.7): the first principal component of
+    dY/dA ⊙ A, ReLU-ed, with :func:`eigen_cam`'s sign convention.
+
+    Args:
+      """ + _SHARED_ARGS + """
+    """
+    return explain(build_eigen_grad_cam, split, x, target, link=link,
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   upsample=upsample, normalize=normalize, **common)
+
+
+def shapley_cam(split: Split, x: Array, target=None, *, link: str = "rest", channels=None,
+                neurons=None, upsample: bool = True, normalize: bool = True,
+                **common) -> Array:
+    """ShapleyCAM (Cai, 2025, arXiv 2501.06261), as pytorch-grad-cam 1.5.7's ShapleyCAM.
+
+    w_k = (1/Z) sum_ij (g - (1/2) H A)^k_ij, map = ReLU(sum_k w_k A^k), with g = dY/dA and
+    H A the Hessian of Y in the activations applied to A: the second-order estimate of
+    the score lost when the activations are removed. H A is exact: ``jax.jvp`` of the head
+    gradient along A (forward-over-reverse), the same quantity pytorch-grad-cam gets by
+    double backpropagation. On a piecewise-linear head with the logit, H = 0 and the map
+    is Grad-CAM's; the default ``link="rest"`` is pytorch-grad-cam's ReST target
+    (``ClassifierOutputReST``: S_c - CE(S, c) = S_c + log_softmax(S)_c), whose softmax
+    part gives the curvature.
+
+    Args:
+      link: "rest" (default), "logit", "exp", "softmax" or "log_softmax".
+      Others: as :func:`grad_cam`.
+    """
+    return explain(build_shapley_cam, split, x, target, link=link, channels=channels,
+                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
+
+
+def finer_cam(split: Split, x: Array, target=None, *, comparisons=(1, 2, 3),
+              alpha: float = 1.0, method: str = "grad_cam", **options) -> Array:
+    """FinerCAM (Zhang et al., CVPR 2025, arXiv 2501.11309), as pytorch-grad-cam 1.5.7's
+    FinerCAM: ``method`` explaining the target class against its most similar classes.
+
+    The score is sum_j p_j (S_c - alpha S_j) / (sum_j p_j + 1e-9) (``FinerWeightedTarget``)
+    with p = softmax(S) (differentiated too) and j the classes ranked ``comparisons`` by
+    |S_j - S_c| on the clean image (rank 0 is c itself; ties in the order of the class
+    index). Chosen inside the compiled program, so a new target never recompiles.
+
+    Args:
+      target: None (each image's predicted class), an int or an int array (B,): c.
+      comparisons: the ranks of the compared classes (pytorch-grad-cam: 1, 2, 3).
+      alpha: the weight of the compared classes' logits (traced; 1: a pure contrast,
+        0: the class's own logit weighted by the others' probabilities).
+      method: the gradient method to run on this score ("grad_cam", as pytorch-grad-cam,
+        or any other gradient method: "grad_cam_pp", "layer_cam", ...).
+      options: ``method``'s options, and the options every map method takes.
+
+    Example::
+
+        maps = jaxcam.finer_cam(split, x, 282, comparisons=(1, 2))
+    """
+    return explain(build_finer_cam, split, x, target, comparisons=comparisons, alpha=alpha,
+                   method=method, **options)

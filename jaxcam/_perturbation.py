@@ -1,4 +1,5 @@
-"""Perturbation methods: Score-CAM, SS-CAM and IS-CAM.
+"""Perturbation methods: Score-CAM, SS-CAM, IS-CAM (masked inputs through the whole network)
+and Ablation-CAM (ablated channels through the head alone).
 
 Each channel k of the activations becomes a mask H_k over the input (upsampled and
 min-max normalised); the masked inputs x * H_k go through the WHOLE network, and the
@@ -20,6 +21,9 @@ Variants, each named by what it reproduces:
   w = softmax over the channels of (logit on x * H_k - logit on x).
 
 SS-CAM and IS-CAM follow torchcam 0.5.0's SSCAM and ISCAM on the "torchcam" masks.
+
+Ablation-CAM needs no masked input: channel k is ablated in A itself and only the head
+runs, K head evaluations ``ablation_chunk`` at a time (:class:`Ablations`).
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, make_mesh
-from jaxcam._methods import run_on
-from jaxcam._pipeline import Evidence, Finish, Program, check_inputs, check_key
+from jaxcam._explain import explain
+from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam._split import Split, split_shapes
 from jaxcam._targets import Objective, resolve
 
@@ -188,11 +192,44 @@ class ScoreMap:
     """sum_k w_k A^k with the channel weights of a perturbation measure."""
 
     def __call__(self, ev: Evidence) -> Array:
-        return W.channel_sum(ev.a, ev.scores)
+        return W.channel_weighted(ev.a, ev.scores)
+
+
+@struct.dataclass
+class Ablations:
+    """Ablation-CAM's measure: w = (Y - Y_k) / Y (:func:`jaxcam.weighting.ablation_weights`),
+    with Y_k the score of the head on A with channel k set to ``value`` (traced).
+
+    The K ablated copies of A go through the head ``chunk`` channels at a time
+    (:func:`jaxcam.chunking.chunked_map`, ``vmap`` inside a chunk), split across the
+    mesh's devices when there is one: memory is that of one chunk of activations."""
+
+    objective: Objective = struct.field(pytree_node=False)
+    chunk: int = struct.field(pytree_node=False, default=32)
+    mesh: Mesh | None = struct.field(pytree_node=False, default=None)
+    value: Array | float = 0.0
+
+    def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
+        a = split.activations(x)
+        k = a.shape[-1]
+        classes = self.objective.classes(split.logits_from(a), classes)
+        objective = dataclasses.replace(self.objective, predicted=False)
+        value = jnp.asarray(self.value, a.dtype)
+
+        def ablated(channels):                                     # (chunk,) -> (chunk, B)
+            def one(c):
+                return objective(split.logits_from(jnp.where(jnp.arange(k) == c, value, a)),
+                                 classes)
+            return jax.vmap(one)(channels)
+
+        scores = chunked_map(ablated, jnp.arange(k), chunk=self.chunk, mesh=self.mesh)
+        return Evidence(a, scores=W.ablation_weights(objective(split.logits_from(a), classes),
+                                                     scores.T))
 
 
 def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chunk=16,
-           devices=None, baseline=0.0, sigma=0.0, upsample=True, normalize=True):
+           devices=None, baseline=0.0, sigma=0.0, upsample=True, normalize=True,
+           key=None) -> Built:
     check_choice("variant", variant, VARIANTS)
     check_choice("mode", mode, MODES)
     mask_chunk = check_positive_int("mask_chunk", mask_chunk)
@@ -211,8 +248,42 @@ def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chu
     chunk = _chunk_size(items, mask_chunk, 1 if mesh is None else mesh.size)
     measure = MaskedScores(objective, variant, mode, n_samples, top_n, chunk, mesh, baseline,
                            sigma)
-    return Program(measure, ScoreMap(), Finish(True, bool(upsample), bool(normalize))), \
-        classes, mesh
+    return Built(Program(measure, ScoreMap(), Finish(True, bool(upsample), bool(normalize))),
+                 classes, key, mesh)
+
+
+def build_score_cam(split, x, target=None, *, variant="paper", baseline=0.0, top_n=None,
+                    mask_chunk=16, devices=None, upsample=True, normalize=True) -> Built:
+    return _build(split, x, target, variant=variant, mode="plain", top_n=top_n,
+                  mask_chunk=mask_chunk, devices=devices, baseline=baseline,
+                  upsample=upsample, normalize=normalize)
+
+
+def build_ss_cam(split, x, target=None, *, key, n_samples=35, sigma=2.0, top_n=None,
+                 mask_chunk=16, devices=None, upsample=True, normalize=True) -> Built:
+    return _build(split, x, target, variant="torchcam", mode="noisy", n_samples=n_samples,
+                  top_n=top_n, mask_chunk=mask_chunk, devices=devices, sigma=sigma,
+                  upsample=upsample, normalize=normalize, key=check_key(key))
+
+
+def build_is_cam(split, x, target=None, *, n_samples=10, top_n=None, mask_chunk=16,
+                 devices=None, upsample=True, normalize=True) -> Built:
+    return _build(split, x, target, variant="torchcam", mode="integrated",
+                  n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk, devices=devices,
+                  upsample=upsample, normalize=normalize)
+
+
+def build_ablation_cam(split, x, target=None, *, link="logit", value=0.0,
+                       ablation_chunk=32, devices=None, upsample=True,
+                       normalize=True) -> Built:
+    ablation_chunk = check_positive_int("ablation_chunk", ablation_chunk)
+    objective, classes = resolve(split, x, target, link)
+    mesh = make_mesh(devices)
+    k = split_shapes(split, x).activations.shape[-1]
+    chunk = _chunk_size(k, ablation_chunk, 1 if mesh is None else mesh.size)
+    measure = Ablations(objective, chunk, mesh, check_number("value", value, nonneg=False))
+    return Built(Program(measure, ScoreMap(), Finish(True, bool(upsample), bool(normalize))),
+                 classes, None, mesh)
 
 
 def _check_baseline(baseline, x):
@@ -234,7 +305,7 @@ def _check_baseline(baseline, x):
 
 def score_cam(split: Split, x: Array, target=None, *, variant: str = "paper",
               baseline=0.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
-              upsample: bool = True, normalize: bool = True) -> Array:
+              upsample: bool = True, normalize: bool = True, **common) -> Array:
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
 
     map = ReLU(sum_k w_k A^k), w_k from the target's score on the input masked by channel
@@ -267,16 +338,14 @@ def score_cam(split: Split, x: Array, target=None, *, variant: str = "paper",
 
         maps = jaxcam.score_cam(split, x, 282, mask_chunk=32)
     """
-    x = check_inputs(split, x)
-    program, classes, mesh = _build(split, x, target, variant=variant, mode="plain",
-                                    top_n=top_n, mask_chunk=mask_chunk, devices=devices,
-                                    baseline=baseline, upsample=upsample, normalize=normalize)
-    return run_on(mesh, program, split, x, classes)
+    return explain(build_score_cam, split, x, target, variant=variant, baseline=baseline,
+                   top_n=top_n, mask_chunk=mask_chunk, devices=devices, upsample=upsample,
+                   normalize=normalize, **common)
 
 
 def ss_cam(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 35,
            sigma: float = 2.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
-           upsample: bool = True, normalize: bool = True) -> Array:
+           upsample: bool = True, normalize: bool = True, **common) -> Array:
     """SS-CAM (Wang et al., 2020, arXiv 2006.14255), as torchcam 0.5.0's SSCAM.
 
     w = softmax_k((1/N) sum_i (logit_c(x * (H_k + delta_ik)) - logit_c(x))) with torch-cam's
@@ -291,18 +360,14 @@ def ss_cam(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 
       sigma: the noise's standard deviation (torch-cam: 2.0; traced).
       Others: as :func:`score_cam`.
     """
-    x = check_inputs(split, x)
-    key = check_key(key)
-    program, classes, mesh = _build(split, x, target, variant="torchcam", mode="noisy",
-                                    n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk,
-                                    devices=devices, sigma=sigma, upsample=upsample,
-                                    normalize=normalize)
-    return run_on(mesh, program, split, x, classes, key)
+    return explain(build_ss_cam, split, x, target, key=key, n_samples=n_samples, sigma=sigma,
+                   top_n=top_n, mask_chunk=mask_chunk, devices=devices, upsample=upsample,
+                   normalize=normalize, **common)
 
 
 def is_cam(split: Split, x: Array, target=None, *, n_samples: int = 10,
            top_n: int | None = None, mask_chunk: int = 16, devices=None,
-           upsample: bool = True, normalize: bool = True) -> Array:
+           upsample: bool = True, normalize: bool = True, **common) -> Array:
     """IS-CAM (Naidu et al., 2020, arXiv 2010.03023), as torchcam 0.5.0's ISCAM.
 
     w = softmax_k((1/N) sum_i (logit_c(c_i x * H_k) - logit_c(x))) with torch-cam's masks
@@ -312,8 +377,37 @@ def is_cam(split: Split, x: Array, target=None, *, n_samples: int = 10,
       n_samples: integration steps (torch-cam: 10).
       Others: as :func:`score_cam`.
     """
-    x = check_inputs(split, x)
-    program, classes, mesh = _build(split, x, target, variant="torchcam", mode="integrated",
-                                    n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk,
-                                    devices=devices, upsample=upsample, normalize=normalize)
-    return run_on(mesh, program, split, x, classes)
+    return explain(build_is_cam, split, x, target, n_samples=n_samples, top_n=top_n,
+                   mask_chunk=mask_chunk, devices=devices, upsample=upsample,
+                   normalize=normalize, **common)
+
+
+def ablation_cam(split: Split, x: Array, target=None, *, link: str = "logit",
+                 value: float = 0.0, ablation_chunk: int = 32, devices=None,
+                 upsample: bool = True, normalize: bool = True, **common) -> Array:
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020), as pytorch-grad-cam 1.5.7's AblationCAM.
+
+    w_k = (Y - Y_k) / Y, map = ReLU(sum_k w_k A^k), with Y the target's score (the logit
+    by default) and Y_k the score with feature map k of A set to ``value``. Only the head
+    runs on the ablated activations: K head evaluations, ``ablation_chunk`` at a time
+    with ``vmap``, against K whole-network passes for a library that ablates by hooks.
+    pytorch-grad-cam sets the ablated channel to 0 when the layer's minimum is 0 (every
+    post-ReLU layer), and to (its running minimum - 1e7) otherwise; jaxcam uses ``value``
+    (0 by default) everywhere. Where Y = 0 the weights are 0 (never infinite).
+
+    Args:
+      link: "logit" (as pytorch-grad-cam's ``ClassifierOutputTarget``), "exp",
+        "softmax", "log_softmax" or "rest".
+      value: what an ablated activation is set to (traced).
+      ablation_chunk: ablated channels evaluated together (memory: that many copies of A
+        through the head at once).
+      devices: split each chunk across these devices.
+      Others: as :func:`jaxcam.grad_cam`.
+
+    Example::
+
+        maps = jaxcam.ablation_cam(split, x, 282, ablation_chunk=64)
+    """
+    return explain(build_ablation_cam, split, x, target, link=link, value=value,
+                   ablation_chunk=ablation_chunk, devices=devices, upsample=upsample,
+                   normalize=normalize, **common)

@@ -6,9 +6,12 @@ A method is a :class:`Program`, a pytree of three parts:
    activations A and the head derivatives of the score up to some order
    (:mod:`jaxcam._measures`), optionally averaged over noisy copies of the input; or the
    scores of masked inputs (:mod:`jaxcam._perturbation`).
-2. ``to_map(evidence) -> raw (B, h, w)``: how the evidence becomes a map: channel weights
-   (:mod:`jaxcam._methods`), element-wise weights, a projection.
-3. :class:`Finish`: rectify, upsample to the input, min-max normalise.
+2. ``to_map(evidence) -> weighted activations (B, h, w, K)``: how the evidence weighs
+   the activations: channel weights w_k A^k (:mod:`jaxcam._methods`), element-wise
+   weights w^k_ij A^k_ij, or A itself;
+3. ``reduce``: the weighted activations to a map (B, h, w): their sum over the channels,
+   or (``"eigen"``, Eigen-CAM and ``eigen_smooth``) their first principal component;
+4. :class:`Finish`: rectify, upsample to the input, min-max normalise.
 
 Between 1 and 2, an optional :class:`Selection` keeps only some feature maps or neurons,
 and ``counterfactual`` negates the odd derivatives.
@@ -21,12 +24,13 @@ value never recompiles. Every method runs as ONE call of the jit-compiled :func:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
 from jaxcam._split import Split, split_shapes
@@ -102,15 +106,25 @@ class Finish:
         return W.normalize(maps) if self.normalize else maps
 
 
+REDUCTIONS = ("sum", "eigen")
+
+
+def reduce_channels(weighted: Array, how: str) -> Array:
+    """(B, h, w, K) weighted activations -> (B, h, w): "sum" over the channels, or "eigen",
+    the projection on their first principal component (:func:`jaxcam.weighting.first_component`)."""
+    return jnp.sum(weighted, axis=-1) if how == "sum" else W.first_component(weighted)
+
+
 @struct.dataclass
 class Program:
-    """One method with its options: measure, (select), map, finish."""
+    """One method with its options: measure, (select), weigh, reduce, finish."""
 
     measure: Any
     to_map: Any
     finish: Finish = Finish()
     selection: Selection | None = None
     counterfactual: bool = struct.field(pytree_node=False, default=False)
+    reduce: str = struct.field(pytree_node=False, default="sum")
 
     def __call__(self, split: Split, x: Array, classes: Array, key: Array | None) -> Array:
         evidence = self.measure(split, x, classes, key)
@@ -121,7 +135,33 @@ class Program:
             evidence = evidence.replace(
                 derivs=negate_odd(evidence.derivs),
                 last=None if last is None else last.replace(derivs=negate_odd(last.derivs)))
-        return self.finish(self.to_map(evidence), x.shape[1:3])
+        raw = reduce_channels(self.to_map(evidence), self.reduce)
+        return self.finish(raw, x.shape[1:3])
+
+
+class Built(NamedTuple):
+    """What a method's builder returns: the program and the traced arguments of :func:`run`.
+
+    Attributes:
+      program: the method (a :class:`Program`, or a guided program).
+      classes: the target classes (B,) (a placeholder when each image's predicted class
+        is explained), or the target's traced parameters.
+      key: the checked ``jax.random`` key, or None.
+      mesh: the devices the program's chunks are split across, or None.
+    """
+
+    program: Any
+    classes: Any
+    key: Array | None = None
+    mesh: Any = None
+
+
+def run_on(mesh, program, split, x, classes, key=None) -> Array:
+    """:func:`run`, with the inputs replicated on the mesh's devices when there is one."""
+    if mesh is not None:
+        split, x, classes, key = jax.device_put((split, x, classes, key),
+                                                NamedSharding(mesh, PartitionSpec()))
+    return run(program, split, x, classes, key)
 
 
 @jax.jit

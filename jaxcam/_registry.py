@@ -12,7 +12,7 @@ from collections.abc import Callable
 from jaxcam import _methods as M
 from jaxcam import _perturbation as P
 
-KINDS = ("gradient", "perturbation", "guided")
+KINDS = ("gradient", "activation", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")
 
 
@@ -23,10 +23,11 @@ class MethodInfo:
     Attributes:
       name: the public function's name, ``jaxcam.<name>``.
       function: ``f(split, x, target=None, *, options) -> maps``.
-      build: ``build(split, x, target, **options) -> (program, classes)`` (gradient and
-        guided methods) for the noise-smoothing combinator.
+      build: ``build(split, x, target, **options) -> Built`` (the program and its traced
+        arguments); the noise-smoothing combinator and FinerCAM build on it.
       kind: "gradient" (head derivatives at the cut; noise smoothing applies),
-        "perturbation" (forward passes of masked inputs) or "guided" (input gradients).
+        "activation" (the activations alone), "perturbation" (forward passes of masked
+        inputs, or head passes of ablated activations) or "guided" (input gradients).
       returns: "map" (B, H, W) in [0, 1], or "input_gradients" (B, H, W, C).
       needs: what the call needs beyond a split and images: "key" (a ``jax.random``
         key), "guided" (``Split(guided=...)``), "gap_linear_head" (a global-average-pool
@@ -64,15 +65,42 @@ _ENTRIES = [
                needs=frozenset({"key"}), traced=("eps", "noise"),
                selectable=True, reference="Omeiza et al., 2019",
                summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input"),
-    MethodInfo("score_cam", P.score_cam, None, "perturbation", traced=("baseline",),
+    MethodInfo("xgrad_cam", M.xgrad_cam, M.build_xgrad_cam, "gradient", traced=("eps",),
+               selectable=True, reference="Fu et al., BMVC 2020",
+               summary="sum_k w_k A^k, w_k = sum_ij (A^k_ij / sum_ab A^k_ab) dY/dA^k_ij"),
+    MethodInfo("layer_cam", M.layer_cam, M.build_layer_cam, "gradient", selectable=True,
+               reference="Jiang et al., IEEE TIP 2021",
+               summary="ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij), element-wise"),
+    MethodInfo("hires_cam", M.hires_cam, M.build_hires_cam, "gradient", selectable=True,
+               reference="Draelos & Carin, 2020",
+               summary="ReLU(sum_k dY/dA^k_ij A^k_ij), element-wise"),
+    MethodInfo("grad_cam_elementwise", M.grad_cam_elementwise, M.build_grad_cam_elementwise,
+               "gradient", selectable=True, reference="pytorch-grad-cam 1.5.7",
+               summary="ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij))"),
+    MethodInfo("eigen_cam", M.eigen_cam, M.build_eigen_cam, "activation", selectable=True,
+               reference="Muhammad & Yeasin, IJCNN 2020",
+               summary="first principal component of A (no gradients, no class)"),
+    MethodInfo("eigen_grad_cam", M.eigen_grad_cam, M.build_eigen_grad_cam, "gradient",
+               selectable=True, reference="pytorch-grad-cam 1.5.7",
+               summary="first principal component of dY/dA * A"),
+    MethodInfo("shapley_cam", M.shapley_cam, M.build_shapley_cam, "gradient",
+               selectable=True, reference="Cai, 2025 (arXiv 2501.06261)",
+               summary="sum_k mean_ij(g - H A / 2) A^k, exact Hessian-vector product, ReST"),
+    MethodInfo("finer_cam", M.finer_cam, M.build_finer_cam, "gradient", traced=("alpha",),
+               selectable=True, reference="Zhang et al., CVPR 2025",
+               summary="a gradient method on the target contrasted with its nearest classes"),
+    MethodInfo("score_cam", P.score_cam, P.build_score_cam, "perturbation", traced=("baseline",),
                reference="Wang et al., CVPR-W 2020",
                summary="channel masks over the input, weighted by the target's score on each"),
-    MethodInfo("ss_cam", P.ss_cam, None, "perturbation", needs=frozenset({"key"}),
+    MethodInfo("ss_cam", P.ss_cam, P.build_ss_cam, "perturbation", needs=frozenset({"key"}),
                traced=("sigma",), reference="Wang et al., 2020 (SS-CAM); torch-cam 0.5.0",
                summary="Score-CAM with scores averaged over noisy masks"),
-    MethodInfo("is_cam", P.is_cam, None, "perturbation",
+    MethodInfo("is_cam", P.is_cam, P.build_is_cam, "perturbation",
                reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
                summary="Score-CAM with scores integrated over scaled masks"),
+    MethodInfo("ablation_cam", P.ablation_cam, P.build_ablation_cam, "perturbation",
+               traced=("value",), reference="Desai & Ramaswamy, WACV 2020",
+               summary="sum_k (Y - Y_k) / Y A^k, channel k ablated, through the head alone"),
     MethodInfo("guided_backprop", M.guided_backprop, M.build_guided_backprop, "guided",
                returns="input_gradients", needs=frozenset({"guided"}),
                reference="Springenberg et al., ICLR-W 2015",

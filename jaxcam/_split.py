@@ -36,6 +36,8 @@ class Split:
         linear layer, the architecture CAM (Zhou et al., 2016) requires.
       guided: ``guided(variables, x) -> logits``, the full forward pass with every ReLU
         replaced by :func:`jaxcam.guided_relu` (needed by guided backpropagation only).
+      cut: ``cut(variables, layer) -> Split``, the same network split at another layer
+        (:meth:`at`; the zoo's splits have it), or None.
 
     Example: a user-defined split from any two functions::
 
@@ -51,6 +53,21 @@ class Split:
     piecewise_linear_head: bool = struct.field(pytree_node=False, default=False)
     gap_linear_head: bool = struct.field(pytree_node=False, default=False)
     guided: Callable[[Any, Array], Array] | None = struct.field(pytree_node=False, default=None)
+    cut: Callable[[Any, str], "Split"] | None = struct.field(pytree_node=False, default=None)
+
+    def at(self, layer: str) -> "Split":
+        """The same network, with the same variables, split at ``layer`` instead.
+
+        Raises:
+          ValueError: the split has no ``cut`` (a split built by hand: build the other
+            split too and pass it), or the layer is unknown (the zoo names close matches).
+        """
+        if self.cut is None:
+            raise ValueError(
+                f"this split (layer {self.layer!r}) cannot be re-cut at layer {layer!r} by "
+                "name: it was built by hand without Split(cut=...). Pass the other layers "
+                "as jaxcam.Split objects, e.g. layers=[split, split_at_block3]")
+        return self.cut(self.variables, layer)
 
     def astype(self, dtype) -> "Split":
         """The same split with floating-point variables cast to ``dtype`` (e.g. float64

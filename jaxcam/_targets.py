@@ -1,7 +1,8 @@
 """What a CAM explains: the target (which class, or any objective) and the link.
 
 The explained score of example b is ``Y_b = link(S_b)[c_b]`` with ``S_b`` the logits and
-``c_b`` its target class, or ``Y_b = link(target(S)_b)`` for a callable target.
+``c_b`` its target class, ``Y_b = link(target(S)_b)`` for a callable target, or FinerCAM's
+contrast of the target class with its most similar classes (:class:`Contrast`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from flax import struct
 
 from jaxcam._checks import check_choice
 from jaxcam._links import bell, class_gradient, class_taylor
@@ -35,9 +38,39 @@ VECTOR_LINKS: dict[str, Callable[[Array], Array]] = {
     "exp": _exp,
     "softmax": lambda s: jax.nn.softmax(s, axis=-1),
     "log_softmax": lambda s: jax.nn.log_softmax(s, axis=-1),
+    # ReST (pytorch-grad-cam's ClassifierOutputReST, for ShapleyCAM): S_c - CE(S, c)
+    "rest": lambda s: s + jax.nn.log_softmax(s, axis=-1),
 }
 # Links that also make sense on one scalar score (a callable target's output).
 SCALAR_LINKS = ("logit", "exp")
+
+
+@struct.dataclass
+class Contrast:
+    """The traced parameters of a FinerCAM objective, per example.
+
+    Attributes:
+      classes: the target class c (B,).
+      alpha: how much of the compared classes' logits is subtracted (B,).
+      others: the compared classes (B, M), chosen on the clean image's logits; None until
+        :meth:`Objective.classes` has chosen them.
+    """
+
+    classes: Array
+    alpha: Array
+    others: Array | None = None
+
+
+def finer_score(logits: Array, params: Contrast) -> Array:
+    """FinerCAM's score (pytorch-grad-cam 1.5.7's ``FinerWeightedTarget``), (B,):
+    sum_j p_j (S_c - alpha S_j) / (sum_j p_j + 1e-9) over the compared classes j, with
+    p = softmax(S) differentiated too."""
+    p = jax.nn.softmax(logits, axis=-1)
+    s_c = jnp.take_along_axis(logits, params.classes[:, None], axis=-1)
+    s_j = jnp.take_along_axis(logits, params.others, axis=-1)
+    p_j = jnp.take_along_axis(p, params.others, axis=-1)
+    num = jnp.sum(p_j * (s_c - params.alpha[:, None] * s_j), axis=-1)
+    return num / (jnp.sum(p_j, axis=-1) + 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,27 +81,49 @@ class Objective:
       link: a key of ``VECTOR_LINKS``.
       fn: a callable target ``logits (B, C) -> scores (B,)``, or None for class targets.
       predicted: explain each example's predicted class (top logit).
+      contrast: FinerCAM: the ranks (1 = the most similar) of the classes the target is
+        contrasted with, by |S_j - S_c| on the clean image; its traced parameters are a
+        :class:`Contrast`. None: not a FinerCAM objective.
     """
 
     link: str
     fn: Callable[[Array], Array] | None = None
     predicted: bool = False
+    contrast: tuple[int, ...] | None = None
 
-    def classes(self, logits: Array, given: Array) -> Array:
-        """The target class of each example (B,); unused for callable targets."""
+    @property
+    def by_class(self) -> bool:
+        """The score is link(S)_c of one class (the closed forms of :mod:`jaxcam._links`)."""
+        return self.fn is None and self.contrast is None
+
+    def classes(self, logits: Array, given):
+        """The target of each example at these (clean) logits: the classes (B,), or for
+        FinerCAM the :class:`Contrast` with its compared classes chosen; a resolved
+        Contrast is returned as it is. Unused for callable targets."""
+        if isinstance(given, Contrast):
+            if given.others is not None:
+                return given
+            c = jnp.argmax(logits, axis=-1) if self.predicted else given.classes
+            s_c = jnp.take_along_axis(logits, c[:, None], axis=-1)
+            # stable order by |S_j - S_c|, the target itself (distance 0) first
+            order = jnp.argsort(jnp.abs(jax.lax.stop_gradient(logits - s_c)), axis=-1,
+                                stable=True)
+            return given.replace(classes=c, others=order[:, jnp.asarray(self.contrast)])
         return jnp.argmax(logits, axis=-1) if self.predicted else given
 
-    def __call__(self, logits: Array, classes: Array) -> Array:
+    def __call__(self, logits: Array, classes) -> Array:
         """The explained scores Y (B,)."""
+        if self.contrast is not None:
+            return VECTOR_LINKS[self.link](finer_score(logits, classes))
         if self.fn is not None:
             return VECTOR_LINKS[self.link](self.fn(logits))
         linked = VECTOR_LINKS[self.link](logits)
         return jnp.take_along_axis(linked, classes[:, None], axis=-1)[:, 0]
 
-    def gradient(self, logits: Array, classes: Array) -> Array:
+    def gradient(self, logits: Array, classes) -> Array:
         """dY_b/dS_b (B, C), accurate in float32 for confident predictions
         (:func:`jaxcam._links.class_gradient`)."""
-        if self.fn is None:
+        if self.by_class:
             return class_gradient(self.link, logits, classes)
         return jax.grad(lambda s: jnp.sum(self(s, classes)))(logits)
 
@@ -84,15 +139,17 @@ class Objective:
         for confident predictions); a callable target is differentiated along the curve
         by nested ``jax.jvp``, then its link applied.
         """
-        if self.fn is None:
+        if self.by_class:
             return class_taylor(self.link, logits, c, coeffs)
         order = coeffs.shape[0]
+        raw = dataclasses.replace(self, link="logit")
+        one = jax.tree_util.tree_map(lambda v: v[None], c)
 
         def along(t):  # S + t s1 + t^2/2 s2 + ..., by Horner's rule (products only)
             step = jnp.zeros_like(logits)
             for k in range(order, 0, -1):
                 step = t * (coeffs[k - 1] / math.factorial(k) + step)
-            return self.fn((logits + step)[None])[0]
+            return raw((logits + step)[None], one)[0]
 
         d = taylor_along(along, jnp.zeros((), coeffs.dtype), jnp.ones((), coeffs.dtype), order)
         if self.link == "exp":

@@ -89,6 +89,11 @@ def pixel_weighted_sum(alpha: Array, d1: Array) -> Array:
     return jnp.sum(alpha * jax.nn.relu(d1), axis=SPATIAL)
 
 
+def channel_weighted(a: Array, weights: Array) -> Array:
+    """The weighted activations w_k A^k: (..., h, w, K) and (..., K) -> (..., h, w, K)."""
+    return a * weights[..., None, None, :]
+
+
 def channel_sum(a: Array, weights: Array) -> Array:
     """sum_k w_k A^k: (..., h, w, K) and (..., K) -> (..., h, w)."""
     return jnp.einsum("...hwk,...k->...hw", a, weights)
@@ -125,3 +130,58 @@ def normalize(maps: Array) -> Array:
     scaled = (scale * maps - scale * lo) / jnp.where(varies, span, 1.0)
     scaled = jnp.where(maps == hi, 1.0, jnp.where(maps == lo, 0.0, jnp.clip(scaled, 0.0, 1.0)))
     return jnp.where(varies, scaled, 0.0).astype(maps.dtype)
+
+
+# --- the rest of the gradient family (Jiang et al. 2021, Fu et al. 2020, Draelos & Carin
+# 2020, Cai 2025) and the decompositions (Muhammad & Yeasin 2020)
+
+def xgrad_cam_weights(a: Array, d1: Array, *, eps: float = 0.0) -> Array:
+    """XGrad-CAM channel weights (Fu et al., BMVC 2020, arXiv 2008.02312):
+    w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) dY/dA^k_ij.
+
+    A channel whose activations sum to 0 (a dead channel, with eps = 0) weighs 0, never
+    NaN. pytorch-grad-cam 1.5.7 uses eps = 1e-7, torch-cam 0.5.0 eps = 1e-8.
+    """
+    total = jnp.sum(a, axis=SPATIAL)
+    return _safe_ratio(jnp.sum(a * d1, axis=SPATIAL), total + eps)
+
+
+def layer_cam_weights(d1: Array) -> Array:
+    """LayerCAM's element-wise weights ReLU(dY/dA^k_ij) (Jiang et al., IEEE TIP 2021)."""
+    return jax.nn.relu(d1)
+
+
+def shapley_cam_weights(d1: Array, hvp: Array) -> Array:
+    """ShapleyCAM channel weights (Cai, arXiv 2501.06261; pytorch-grad-cam 1.5.7):
+    w_k = (1/Z) sum_ij (g - (1/2) H A)^k_ij, with g = dY/dA and H A the Hessian of Y in A
+    applied to A itself: the second-order Taylor estimate of removing the activations."""
+    return jnp.mean(d1 - 0.5 * hvp, axis=SPATIAL)
+
+
+def ablation_weights(score: Array, ablated: Array) -> Array:
+    """Ablation-CAM channel weights (Desai & Ramaswamy, WACV 2020):
+    w_k = (Y - Y_k) / Y, with Y_k the score with channel k ablated; score (..., ) and
+    ablated (..., K). Where Y = 0 the weights are 0, never NaN or infinite."""
+    y = score[..., None]
+    return _safe_ratio(y - ablated, jnp.broadcast_to(y, ablated.shape))
+
+
+def first_component(weighted: Array) -> Array:
+    """The projection of the centred activations on their first principal component
+    (Eigen-CAM, Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): (..., h, w, K) ->
+    (..., h, w).
+
+    With X the (h w, K) matrix of the (weighted) activations and X_c = X - mean over the
+    positions, the map is X_c v, v the first right singular vector of X_c, as
+    pytorch-grad-cam 1.5.7's ``get_2d_projection``. The sign of v is not defined by the
+    decomposition (LAPACK returns either); jaxcam fixes it so that sum_k v_k >= 0, i.e. the
+    map correlates non-negatively with the total activation sum_k X_c[:, k]: the map is
+    high where the activations are, on the whole, large. NaN activations count as 0.
+    """
+    shape = weighted.shape
+    x = jnp.nan_to_num(weighted, nan=0.0).reshape(*shape[:-3], shape[-3] * shape[-2], shape[-1])
+    xc = x - jnp.mean(x, axis=-2, keepdims=True)
+    _, _, vt = jnp.linalg.svd(xc, full_matrices=False)
+    v = vt[..., 0, :]                                                     # (..., K)
+    v = jnp.where(jnp.sum(v, axis=-1, keepdims=True) < 0, -v, v)
+    return jnp.einsum("...nk,...k->...n", xc, v).reshape(shape[:-1])

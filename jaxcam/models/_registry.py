@@ -143,6 +143,17 @@ class _Stages:
         return self.net.apply(variables, x, self.start, self.stop, self.activation)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Cut:
+    """Re-splits a zoo model at another layer with the given variables (``Split.cut``)."""
+
+    name: str
+    activation: str
+
+    def __call__(self, variables, layer: str) -> Split:
+        return load(self.name, layer=layer, weights=variables, activation=self.activation)
+
+
 def _resolve_weights(model: ModelInfo, weights: Any, seed: int):
     if isinstance(weights, Mapping):
         return weights
@@ -225,4 +236,5 @@ def load(name: str, *, layer: str | None = None,
         piecewise_linear_head=piecewise_linear,
         gap_linear_head=[type(s.op) for s in head_stages] == [GlobalAvgPool, Linear],
         guided=_Stages(model.net, 0, None, "guided_relu"),
+        cut=_Cut(model.name, activation),
     )

@@ -1,0 +1,196 @@
+"""What every map method shares beyond its program: several layers, test-time augmentation
+and eigen smoothing, all in the one jit-compiled call.
+
+Every public map method is ``explain(build, split, x, target, **options)``: its builder
+(:mod:`jaxcam._methods`, :mod:`jaxcam._perturbation`) turns the options into a
+:class:`jaxcam._pipeline.Program`, and this module adds the options any method takes:
+
+* ``layers=[...]``: the same method at several cuts of one network (layer names, re-cut by
+  :meth:`jaxcam.Split.at`, or :class:`jaxcam.Split` objects), each layer's map finished
+  (upsampled, normalised) on its own, then fused (:data:`FUSIONS`);
+* ``aug_smooth`` / ``augmentations``: the maps of flipped and intensity-scaled copies of
+  the input, each mapped back to the input's frame, averaged (pytorch-grad-cam's
+  ``aug_smooth``);
+* ``eigen_smooth``: the weighted activations reduced by their first principal component
+  instead of their channel sum (pytorch-grad-cam's ``eigen_smooth``).
+
+With several layers or augmentations the target is resolved once, on the clean image
+through the first layer's split, and every layer and copy explains it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxcam import _weighting as W
+from jaxcam._checks import check_choice
+from jaxcam._pipeline import Program, check_inputs, run_on
+from jaxcam._split import Split
+from jaxcam._targets import Objective
+
+Array = jax.Array
+FUSIONS = ("mean", "max", "layercam")
+
+
+@struct.dataclass
+class Augment:
+    """One test-time augmentation: an optional horizontal flip and an intensity factor.
+
+    The copy is ``flip(x) * multiply``; its map is flipped back (intensity needs no
+    undoing). pytorch-grad-cam's default ``aug_smooth`` uses the six combinations of
+    flip in (False, True) and multiply in (0.9, 1, 1.1) (ttach's HorizontalFlip and
+    Multiply). ``Augment()`` is the identity.
+    """
+
+    flip: bool = struct.field(pytree_node=False, default=False)
+    multiply: float = struct.field(pytree_node=False, default=1.0)
+
+    def apply(self, x: Array) -> Array:
+        x = x[:, :, ::-1] if self.flip else x
+        return x if self.multiply == 1.0 else x * jnp.asarray(self.multiply, x.dtype)
+
+    def undo(self, maps: Array) -> Array:
+        return maps[..., ::-1] if self.flip else maps
+
+
+def augmentations(flips: Sequence[bool] = (False, True),
+                  multiply: Sequence[float] = (0.9, 1.0, 1.1)) -> tuple[Augment, ...]:
+    """Every combination of ``flips`` and intensity factors ``multiply``, in
+    pytorch-grad-cam's order (flip outermost). The default is its ``aug_smooth``."""
+    return tuple(Augment(bool(f), float(m)) for f in flips for m in multiply)
+
+
+def _check_augmentations(aug_smooth, given) -> tuple[Augment, ...] | None:
+    if given is None:
+        return augmentations() if aug_smooth else None
+    given = tuple(given)
+    if not given or not all(isinstance(a, Augment) for a in given):
+        raise TypeError("augmentations must be a non-empty list of jaxcam.Augment, e.g. "
+                        "jaxcam.augmentations(flips=(False, True), multiply=(1.0,))")
+    return given
+
+
+def fuse_maps(maps: Sequence[Array], how: str) -> Array:
+    """Fuses per-layer maps (each (B, h_l, w_l), non-negative), resized (bilinear) to the
+    largest: "mean" (pytorch-grad-cam: the mean of the layers' maps), "max" (their
+    element-wise maximum, torch-cam's ``fuse_cams``), "layercam" (LayerCAM, Jiang et al.
+    2021, eq. 9 as torch-cam 0.5.0: each map scaled to tanh(2 M / max M), then the
+    element-wise maximum)."""
+    size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
+    maps = [W.upsample(m, size) for m in maps]
+    if how == "layercam":
+        maps = [jnp.tanh(2.0 * _safe_divide(m, jnp.max(m, axis=(-2, -1), keepdims=True)))
+                for m in maps]
+    stacked = jnp.stack(maps)
+    return jnp.mean(stacked, axis=0) if how == "mean" else jnp.max(stacked, axis=0)
+
+
+def _safe_divide(num: Array, den: Array) -> Array:
+    return jnp.where(den != 0, num / jnp.where(den != 0, den, 1.0), 0.0)
+
+
+def _objectives(node):
+    """Every :class:`Objective` held by a program's (nested) dataclass fields."""
+    if isinstance(node, Objective):
+        yield node
+    elif dataclasses.is_dataclass(node) and not isinstance(node, type):
+        for f in dataclasses.fields(node):
+            yield from _objectives(getattr(node, f.name))
+
+
+def _given_targets(node):
+    """The program with every objective told its targets are given (already resolved)."""
+    if isinstance(node, Objective):
+        return dataclasses.replace(node, predicted=False)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return dataclasses.replace(node, **{f.name: _given_targets(getattr(node, f.name))
+                                            for f in dataclasses.fields(node)})
+    return node
+
+
+@struct.dataclass
+class Fused:
+    """A method at several layers and augmented copies: per-layer maps fused, copies
+    averaged, normalised once more when the layers' maps are."""
+
+    programs: tuple
+    augments: tuple = struct.field(pytree_node=False, default=(Augment(),))
+    fuse: str = struct.field(pytree_node=False, default="mean")
+    normalize: bool = struct.field(pytree_node=False, default=True)
+
+    def __call__(self, splits: tuple, x: Array, classes, key) -> Array:
+        objective = next(_objectives(self.programs[0]), None)
+        programs = self.programs
+        if objective is not None:
+            classes = objective.classes(splits[0].logits(x), classes)
+            programs = tuple(_given_targets(p) for p in programs)
+        copies = []
+        for aug in self.augments:
+            xa = aug.apply(x)
+            maps = [p(s, xa, classes, key) for p, s in zip(programs, splits)]
+            copies.append(aug.undo(maps[0] if len(maps) == 1 else fuse_maps(maps, self.fuse)))
+        out = sum(copies[1:], copies[0]) / len(copies) if len(copies) > 1 else copies[0]
+        return W.normalize(out) if self.normalize else out
+
+
+def layer_splits(split: Split, layers) -> tuple[Split, ...]:
+    """The splits of ``layers``: names re-cut with :meth:`Split.at`, or splits as given."""
+    if layers is None:
+        return (split,)
+    if isinstance(layers, (str, Split)):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ValueError("layers is empty: name at least one layer, or pass layers=None "
+                         "for the split's own layer")
+    out = []
+    for layer in layers:
+        if isinstance(layer, Split):
+            out.append(layer)
+        elif isinstance(layer, str):
+            out.append(split if layer == split.layer else split.at(layer))
+        else:
+            raise TypeError(f"layers must list layer names (str) or jaxcam.Split objects; "
+                            f"got {type(layer).__name__}")
+    return tuple(out)
+
+
+def explain(build: Callable, split: Split, x, target=None, *, layers=None, fuse: str = "mean",
+            aug_smooth: bool = False, augmentations=None, eigen_smooth: bool = False,
+            **options) -> Array:
+    """Runs the method ``build`` makes, with the options every map method shares.
+
+    Args:
+      build: ``build(split, x, target, **options) -> Built``.
+      layers: None (the split's layer), or a list of layer names and splits of the same
+        network; their maps are fused by ``fuse``.
+      fuse: "mean", "max" or "layercam" (:func:`fuse_maps`).
+      aug_smooth: average the maps of pytorch-grad-cam's six augmented copies.
+      augmentations: the copies to average instead (a list of :class:`Augment`).
+      eigen_smooth: reduce the weighted activations by their first principal component.
+    """
+    x = check_inputs(split, x)
+    check_choice("fuse", fuse, FUSIONS)
+    splits = layer_splits(split, layers)
+    augments = _check_augmentations(aug_smooth, augmentations)
+    built = [build(s, x, target, **options) for s in splits]
+    programs = [b.program for b in built]
+    plain = len(splits) == 1 and augments is None
+    if (eigen_smooth or not plain) and not all(isinstance(p, Program) for p in programs):
+        raise ValueError("layers, aug_smooth, augmentations and eigen_smooth apply to methods "
+                         "that return maps, not to guided backpropagation's input gradients")
+    if eigen_smooth:
+        programs = [p.replace(reduce="eigen") for p in programs]
+    first = built[0]
+    if plain:
+        return run_on(first.mesh, programs[0], split, x, first.classes, first.key)
+    fused = Fused(tuple(programs), augments or (Augment(),), fuse,
+                  bool(programs[0].finish.normalize))
+    return run_on(first.mesh, fused, splits, x, first.classes, first.key)
+
+
