@@ -90,7 +90,7 @@ def test_mask_chunk_bounds_memory(tiny_split):
     x = jnp.zeros((2, 64, 64, 3))
 
     def temp_bytes(chunk):
-        program, classes, _ = _build(tiny_split, x, 1, variant="paper", mode="plain",
+        program, classes, _, _ = _build(tiny_split, x, 1, variant="paper", mode="plain",
                                      mask_chunk=chunk)
         return run.lower(program, tiny_split, x, classes).compile().memory_analysis() \
             .temp_size_in_bytes

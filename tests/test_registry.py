@@ -22,7 +22,8 @@ from conftest import tiny_features, tiny_head, tiny_variables
 NAMES = jaxcam.available_methods()
 README = Path(__file__).resolve().parents[1] / "README.md"
 # a second value of each traced option, valid for every method that has it
-OTHER_VALUE = {"eps": 1e-3, "noise": 0.3, "baseline": 0.5, "sigma": 1.0}
+OTHER_VALUE = {"eps": 1e-3, "noise": 0.3, "baseline": 0.5, "sigma": 1.0, "alpha": 0.5,
+               "value": -1.0}
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 
 
