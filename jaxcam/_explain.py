@@ -181,14 +181,15 @@ def explain(build: Callable, split: Split, x, target=None, *, layers=None, fuse:
     built = [build(s, x, target, **options) for s in splits]
     programs = [b.program for b in built]
     plain = len(splits) == 1 and augments is None
-    if (eigen_smooth or not plain) and not all(isinstance(p, Program) for p in programs):
+    shared = eigen_smooth or layers is not None or augments is not None
+    if shared and not all(isinstance(p, Program) for p in programs):
         raise ValueError("layers, aug_smooth, augmentations and eigen_smooth apply to methods "
                          "that return maps, not to guided backpropagation's input gradients")
     if eigen_smooth:
         programs = [p.replace(reduce="eigen") for p in programs]
     first = built[0]
     if plain:
-        return run_on(first.mesh, programs[0], split, x, first.classes, first.key)
+        return run_on(first.mesh, programs[0], splits[0], x, first.classes, first.key)
     fused = Fused(tuple(programs), augments or (Augment(),), fuse,
                   bool(programs[0].finish.normalize))
     return run_on(first.mesh, fused, splits, x, first.classes, first.key)

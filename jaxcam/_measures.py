@@ -16,7 +16,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from jaxcam._chunking import chunked_sum
-from jaxcam._derivatives import cam_derivatives, head_gradient
+from jaxcam._derivatives import cam_derivatives
 from jaxcam._pipeline import Evidence
 from jaxcam._split import Split
 from jaxcam._targets import Objective
@@ -41,7 +41,13 @@ class HeadDerivatives:
         (g, H A): the gradient and the Hessian of the score applied to A itself, exact
         (forward-over-reverse: ``jax.jvp`` of the head gradient along A)."""
         if self.hvp:
-            grad = lambda a: head_gradient(split, a, self.objective, classes)[0]  # noqa: E731
+            classes = self.objective.classes(jax.lax.stop_gradient(split.logits_from(a)),
+                                             classes)
+
+            def grad(a):  # dY/dA with the link's cotangent differentiated too
+                logits, head_vjp = jax.vjp(split.logits_from, a)
+                return head_vjp(self.objective.gradient(logits, classes))[0]
+
             return jax.jvp(grad, (a,), (a,))
         return cam_derivatives(split, a, self.objective, classes, order=self.order,
                                mode=self.mode, engine=self.engine,

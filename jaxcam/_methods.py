@@ -510,18 +510,21 @@ def cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
                    upsample=upsample, normalize=normalize, **common)
 
 
-def guided_backprop(split: Split, x: Array, target=None, *, link: str = "logit") -> Array:
+def guided_backprop(split: Split, x: Array, target=None, *, link: str = "logit",
+                    **common) -> Array:
     """Guided Backpropagation (Springenberg et al., 2015): dY/dx (B, H, W, C) through
     ReLUs that pass gradient only where both their input and the gradient are positive."""
-    return explain(build_guided_backprop, split, x, target, link=link)
+    return explain(build_guided_backprop, split, x, target, link=link, **common)
 
 
 def guided_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-                    counterfactual: bool = False, channels=None, neurons=None) -> Array:
+                    counterfactual: bool = False, channels=None, neurons=None,
+                    **common) -> Array:
     """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled, [0, 1]-scaled Grad-CAM map
     times the guided-backpropagation gradients, (B, H, W, C)."""
     return explain(build_guided_grad_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons)
+                   counterfactual=counterfactual, channels=channels, neurons=neurons,
+                   **common)
 
 
 def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
