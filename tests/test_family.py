@@ -174,6 +174,18 @@ def test_shapley_cam_rest_hvp_by_hand(tiny_split, tiny_x):
            jaxcam.grad_cam(tiny_split, tiny_x, TARGETS, **RAW))
 
 
+def test_rest_link_exact_derivatives_both_engines(tiny_split, tiny_x):
+    """The "rest" link in the exact engines: the linearised one (Jacobian moments plus the
+    target's row) == the generic Taylor series through the head."""
+    first, _ = _two_cuts()
+    a = first.activations(tiny_x)
+    d = {engine: jaxcam.derivatives.head_derivatives(first, a, TARGETS, link="rest",
+                                                     engine=engine)
+         for engine in ("generic", "linearised")}
+    for k in range(3):
+        _close(d["linearised"][k], d["generic"][k], rtol=1e-4)
+
+
 def test_shapley_cam_hvp_against_finite_differences(x64):
     """A smooth head (tanh between two linear maps): H A from jax.jvp of the gradient ==
     central differences of the gradient along A, in float64."""

@@ -20,7 +20,7 @@ from jaxcam import _links as L
 from jaxcam._taylor import taylor_along
 
 VECTOR_LINKS = {"logit": lambda s: s, "exp": jnp.exp, "softmax": jax.nn.softmax,
-                "log_softmax": jax.nn.log_softmax}
+                "log_softmax": jax.nn.log_softmax, "rest": lambda s: s + jax.nn.log_softmax(s)}
 
 
 def _curve_oracle(link, logits, c, coeffs):
@@ -35,7 +35,7 @@ def _curve_oracle(link, logits, c, coeffs):
     return d / jnp.exp(logits[c]) if link == "exp" else d  # jaxcam's exp is exp(S - S0)
 
 
-@pytest.mark.parametrize("link", ["logit", "exp", "softmax", "log_softmax"])
+@pytest.mark.parametrize("link", ["logit", "exp", "softmax", "log_softmax", "rest"])
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_class_taylor_equals_nested_jvp_in_float64(x64, link, order):
     rng = np.random.default_rng(order)
@@ -48,7 +48,7 @@ def test_class_taylor_equals_nested_jvp_in_float64(x64, link, order):
                                    rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("link", ["logit", "exp", "softmax", "log_softmax"])
+@pytest.mark.parametrize("link", ["logit", "exp", "softmax", "log_softmax", "rest"])
 def test_class_gradient_equals_autodiff_in_float64(x64, link):
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.normal(size=(4, 6)) * 4)
