@@ -147,7 +147,7 @@ def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "sof
         print(cmp.summary())
     """
     x = check_inputs(split, x)
-    program, classes, _, _ = build_grad_cam_pp(split, x, target, link=link, derivatives="exact",
-                                         engine=engine, chunk_size=chunk_size,
-                                         variant=variant, eps=eps)
+    program, classes, _, _ = build_grad_cam_pp(
+        split, x, target, link=link, derivatives="exact", engine=engine,
+        chunk_size=chunk_size, variant=variant, eps=eps)
     return run(_Compare(program.measure, program.to_map), split, x, classes)

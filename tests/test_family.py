@@ -96,7 +96,8 @@ def test_first_component_is_numpy_svd_with_the_sign_rule():
 # --- the methods on the tiny network (closed-form gradient)
 
 @pytest.mark.parametrize("name, rule", [
-    ("xgrad_cam", lambda a, g: (np.sum(a * g, axis=(1, 2)) / np.sum(a, axis=(1, 2)))[:, None, None] * a),
+    ("xgrad_cam",
+     lambda a, g: (np.sum(a * g, axis=(1, 2)) / np.sum(a, axis=(1, 2)))[:, None, None] * a),
     ("layer_cam", lambda a, g: _relu(g) * a),
     ("hires_cam", lambda a, g: g * a),
     ("grad_cam_elementwise", lambda a, g: _relu(g * a)),
