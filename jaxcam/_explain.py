@@ -79,13 +79,13 @@ def fuse_maps(maps: Sequence[Array], how: str) -> Array:
     """Fuses per-layer maps (each (B, h_l, w_l), non-negative), resized (bilinear) to the
     largest: "mean" (pytorch-grad-cam: the mean of the layers' maps), "max" (their
     element-wise maximum, torch-cam's ``fuse_cams``), "layercam" (LayerCAM, Jiang et al.
-    2021, eq. 9 as torch-cam 0.5.0: each map scaled to tanh(2 M / max M), then the
-    element-wise maximum)."""
+    2021, eq. 9 as torch-cam 0.5.0: each map scaled to tanh(2 M / max M) at its own
+    resolution, then resized, then the element-wise maximum)."""
     size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
-    maps = [W.upsample(m, size) for m in maps]
-    if how == "layercam":
+    if how == "layercam":  # at each layer's own resolution, then resized (torch-cam's order)
         maps = [jnp.tanh(2.0 * _safe_divide(m, jnp.max(m, axis=(-2, -1), keepdims=True)))
                 for m in maps]
+    maps = [W.upsample(m, size) for m in maps]
     stacked = jnp.stack(maps)
     return jnp.mean(stacked, axis=0) if how == "mean" else jnp.max(stacked, axis=0)
 

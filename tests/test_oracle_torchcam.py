@@ -134,11 +134,6 @@ def test_xgrad_and_layer_cam_match_torchcam(resnet18, x, name, layer):
     _close(got, expected, tol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "jaxcam.fuse_maps (jaxcam/_explain.py) resizes each layer's map to the largest size "
-    "BEFORE scaling it to tanh(2 M / max M); torch-cam 0.5.0's fuse_cams scales at each "
-    "layer's own resolution, then resizes (tanh and bilinear interpolation do not commute). "
-    "Scaling first, then resizing, matches torch-cam to 1e-6."))
 def test_layer_cam_fusion_matches_torchcam(resnet18, x):
     """torch-cam's ``LayerCAM(model, ["layer3", "layer4"])`` normalises each layer's map,
     (cam - min) / (max + 1e-8) with max taken after the shift; ``fuse_cams`` scales each to
