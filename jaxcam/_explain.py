@@ -6,8 +6,9 @@ Every public map method is ``explain(build, split, x, target, **options)``: its 
 :class:`jaxcam._pipeline.Program`, and this module adds the options any method takes:
 
 * ``layers=[...]``: the same method at several cuts of one network (layer names, re-cut by
-  :meth:`jaxcam.Split.at`, or :class:`jaxcam.Split` objects), each layer's map finished
-  (upsampled, normalised) on its own, then fused (:data:`FUSIONS`);
+  :meth:`jaxcam.Split.at`, or :class:`jaxcam.Split` objects), each layer's map normalised
+  at its own resolution and resized to the input (pytorch-grad-cam's order), then fused
+  (:data:`FUSIONS`);
 * ``aug_smooth`` / ``augmentations``: the maps of flipped and intensity-scaled copies of
   the input, each mapped back to the input's frame, averaged (pytorch-grad-cam's
   ``aug_smooth``);
@@ -75,13 +76,14 @@ def _check_augmentations(aug_smooth, given) -> tuple[Augment, ...] | None:
     return given
 
 
-def fuse_maps(maps: Sequence[Array], how: str) -> Array:
-    """Fuses per-layer maps (each (B, h_l, w_l), non-negative), resized (bilinear) to the
-    largest: "mean" (pytorch-grad-cam: the mean of the layers' maps), "max" (their
+def fuse_maps(maps: Sequence[Array], how: str, size: tuple[int, int] | None = None) -> Array:
+    """Fuses per-layer maps (each (B, h_l, w_l), non-negative), resized (bilinear) to
+    ``size`` (default: the largest layer's): "mean" (pytorch-grad-cam: the mean of the layers' maps), "max" (their
     element-wise maximum, torch-cam's ``fuse_cams``), "layercam" (LayerCAM, Jiang et al.
     2021, eq. 9 as torch-cam 0.5.0: each map scaled to tanh(2 M / max M) at its own
     resolution, then resized, then the element-wise maximum)."""
-    size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
+    if size is None:
+        size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
     if how == "layercam":  # at each layer's own resolution, then resized (torch-cam's order)
         maps = [jnp.tanh(2.0 * _safe_divide(m, jnp.max(m, axis=(-2, -1), keepdims=True)))
                 for m in maps]
@@ -115,13 +117,16 @@ def _given_targets(node):
 
 @struct.dataclass
 class Fused:
-    """A method at several layers and augmented copies: per-layer maps fused, copies
-    averaged, normalised once more when the layers' maps are."""
+    """A method at several layers and augmented copies: per-layer maps (each finished at
+    its layer's resolution, as pytorch-grad-cam scales them before resizing) fused at the
+    input's size (``upsample``) or the largest layer's, copies averaged, normalised once
+    more when the layers' maps are."""
 
     programs: tuple
     augments: tuple = struct.field(pytree_node=False, default=(Augment(),))
     fuse: str = struct.field(pytree_node=False, default="mean")
     normalize: bool = struct.field(pytree_node=False, default=True)
+    upsample: bool = struct.field(pytree_node=False, default=True)
 
     def __call__(self, splits: tuple, x: Array, classes, key) -> Array:
         objective = next(_objectives(self.programs[0]), None)
@@ -133,7 +138,9 @@ class Fused:
         for aug in self.augments:
             xa = aug.apply(x)
             maps = [p(s, xa, classes, key) for p, s in zip(programs, splits)]
-            copies.append(aug.undo(maps[0] if len(maps) == 1 else fuse_maps(maps, self.fuse)))
+            size = xa.shape[1:3] if self.upsample else None
+            copies.append(aug.undo(maps[0] if len(maps) == 1 else
+                                   fuse_maps(maps, self.fuse, size)))
         out = sum(copies[1:], copies[0]) / len(copies) if len(copies) > 1 else copies[0]
         return W.normalize(out) if self.normalize else out
 
@@ -190,8 +197,11 @@ def explain(build: Callable, split: Split, x, target=None, *, layers=None, fuse:
     first = built[0]
     if plain:
         return run_on(first.mesh, programs[0], splits[0], x, first.classes, first.key)
-    fused = Fused(tuple(programs), augments or (Augment(),), fuse,
-                  bool(programs[0].finish.normalize))
+    finish = programs[0].finish
+    if len(programs) > 1:  # each layer scaled at its own resolution, resized when fused
+        programs = [p.replace(finish=p.finish.replace(upsample=False)) for p in programs]
+    fused = Fused(tuple(programs), augments or (Augment(),), fuse, bool(finish.normalize),
+                  bool(finish.upsample))
     return run_on(first.mesh, fused, splits, x, first.classes, first.key)
 
 
