@@ -76,12 +76,13 @@ def _check_augmentations(aug_smooth, given) -> tuple[Augment, ...] | None:
     return given
 
 
-def fuse_maps(maps: Sequence[Array], how: str, size: tuple[int, int] | None = None) -> Array:
+def fuse_maps(maps: Sequence[Array], how: str,
+              size: tuple[int, int] | None = None) -> Array:
     """Fuses per-layer maps (each (B, h_l, w_l), non-negative), resized (bilinear) to
-    ``size`` (default: the largest layer's): "mean" (pytorch-grad-cam: the mean of the layers' maps), "max" (their
-    element-wise maximum, torch-cam's ``fuse_cams``), "layercam" (LayerCAM, Jiang et al.
-    2021, eq. 9 as torch-cam 0.5.0: each map scaled to tanh(2 M / max M) at its own
-    resolution, then resized, then the element-wise maximum)."""
+    ``size`` (default: the largest layer's): "mean" (pytorch-grad-cam: the mean of the
+    layers' maps), "max" (their element-wise maximum), "layercam" (LayerCAM, Jiang et al.
+    2021, eq. 9 as torch-cam 0.5.0's ``fuse_cams``: each map scaled to tanh(2 M / max M)
+    at its own resolution, then resized, then the element-wise maximum)."""
     if size is None:
         size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
     if how == "layercam":  # at each layer's own resolution, then resized (torch-cam's order)

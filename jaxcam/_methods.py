@@ -407,7 +407,8 @@ def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
       normalize: min-max scale each map to [0, 1] (an all-zero map stays zero).
       layers: several cuts of the same network: layer names (re-cut by
         :meth:`jaxcam.Split.at`) or :class:`jaxcam.Split` objects; each layer's map is
-        normalised at its own resolution, resized to the input, and the maps fused by ``fuse``:
+        normalised at its own resolution, resized to the input, and the maps fused by
+        ``fuse``:
         "mean" (pytorch-grad-cam), "max", or "layercam" (tanh(2 M / max M) per layer,
         then the element-wise maximum, as torch-cam's LayerCAM).
       aug_smooth: test-time augmentation: the maps of the six copies pytorch-grad-cam
