@@ -202,7 +202,8 @@ class Ablations:
 
     The K ablated copies of A go through the head ``chunk`` channels at a time
     (:func:`jaxcam.chunking.chunked_map`, ``vmap`` inside a chunk), split across the
-    mesh's devices when there is one: memory is that of one chunk of activations."""
+    mesh's devices when there is one: memory is that of one chunk of activations. The
+    unablated score is one more item of the same batched evaluation."""
 
     objective: Objective = struct.field(pytree_node=False)
     chunk: int = struct.field(pytree_node=False, default=32)
@@ -222,9 +223,10 @@ class Ablations:
                                  classes)
             return jax.vmap(one)(channels)
 
-        scores = chunked_map(ablated, jnp.arange(k), chunk=self.chunk, mesh=self.mesh)
-        return Evidence(a, scores=W.ablation_weights(objective(split.logits_from(a), classes),
-                                                     scores.T))
+        # item k ablates nothing: the score Y itself, computed by the same batched program as
+        # the Y_k, so that Y - Y_k does not mix two summation orders' rounding
+        scores = chunked_map(ablated, jnp.arange(k + 1), chunk=self.chunk, mesh=self.mesh)
+        return Evidence(a, scores=W.ablation_weights(scores[k], scores[:k].T))
 
 
 def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chunk=16,
