@@ -19,10 +19,12 @@ pytorch-grad-cam 1.5.7's ``AblationCAM`` (target layer ``model.layer4[-1]``,
 ``ClassifierOutputTarget(c)``) runs, per image, 2048 / ``batch_size`` batches through the
 whole network (its ablation layer replaces only ``layer4[-1]``; everything before it is
 recomputed for every batch of ablated copies). It is timed with ``time.perf_counter`` on
-``--pgc-images`` images, ``--pgc-repeats`` times (few: tens of seconds or more per image on
-a CPU). Both libraries get the same weights (the PyTorch reference ResNet-50 of
-``tests/torch_reference.py``, randomized with seed 0, saved with ``torch.save`` and loaded
-into jaxcam with ``jaxcam.models.load``), the same inputs and the same target classes
+``--pgc-images`` images, ``--pgc-repeats`` times (few: on the 2-core CPU of RESULTS.md one
+call on one 224 x 224 image took 361-391 s when the machine was otherwise idle, 689-1147 s
+when it was shared; the whole default run took 14 to 34 minutes). Both libraries get the
+same weights (the PyTorch reference ResNet-50 of ``tests/torch_reference.py``, randomized
+with seed 0, saved with ``torch.save`` and loaded into jaxcam with
+``jaxcam.models.load``), the same inputs and the same target classes
 (each image's top-1 class), and the same number of threads (``torch.set_num_threads``;
 XLA's CPU backend uses every core).
 
