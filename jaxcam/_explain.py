@@ -86,15 +86,11 @@ def fuse_maps(maps: Sequence[Array], how: str,
     if size is None:
         size = tuple(max(m.shape[-2 + i] for m in maps) for i in range(2))
     if how == "layercam":  # at each layer's own resolution, then resized (torch-cam's order)
-        maps = [jnp.tanh(2.0 * _safe_divide(m, jnp.max(m, axis=(-2, -1), keepdims=True)))
+        maps = [jnp.tanh(2.0 * W.safe_ratio(m, jnp.max(m, axis=(-2, -1), keepdims=True)))
                 for m in maps]
     maps = [W.upsample(m, size) for m in maps]
     stacked = jnp.stack(maps)
     return jnp.mean(stacked, axis=0) if how == "mean" else jnp.max(stacked, axis=0)
-
-
-def _safe_divide(num: Array, den: Array) -> Array:
-    return jnp.where(den != 0, num / jnp.where(den != 0, den, 1.0), 0.0)
 
 
 def _objectives(node):

@@ -106,11 +106,11 @@ class XGradCAMMap:
 
 @struct.dataclass
 class ElementwiseMap:
-    """Element-wise weighted activations: "layer_cam" ReLU(D1) A (LayerCAM), "hires"
-    D1 A (HiResCAM), "rectified" ReLU(D1 A) (pytorch-grad-cam's GradCAMElementWise),
-    "gradient" D1 A (EigenGrad-CAM's input to the projection)."""
+    """Element-wise weighted activations: "layer_cam" ReLU(D1) A (LayerCAM), "product"
+    D1 A (HiResCAM, and EigenGrad-CAM's input to the projection), "rectified" ReLU(D1 A)
+    (pytorch-grad-cam's GradCAMElementWise)."""
 
-    rule: str = struct.field(pytree_node=False, default="hires")
+    rule: str = struct.field(pytree_node=False, default="product")
     order = 1
 
     def __call__(self, ev: Evidence) -> Array:
@@ -218,14 +218,14 @@ def _elementwise_builder(rule: str, reduce: str = "sum") -> Callable:
                                  neurons=neurons, upsample=upsample, normalize=normalize,
                                  reduce=reduce)
 
-    build.__name__ = f"build_{rule}"
+    build.__name__ = f"build_{rule}_{reduce}"
     return build
 
 
 build_layer_cam = _elementwise_builder("layer_cam")
-build_hires_cam = _elementwise_builder("hires")
+build_hires_cam = _elementwise_builder("product")
 build_grad_cam_elementwise = _elementwise_builder("rectified")
-build_eigen_grad_cam = _elementwise_builder("gradient", reduce="eigen")
+build_eigen_grad_cam = _elementwise_builder("product", reduce="eigen")
 
 
 def build_eigen_cam(split, x, target=None, *, channels=None, neurons=None, upsample=True,
@@ -256,8 +256,7 @@ def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha=1.0,
         raise ValueError(f"finer_cam's method must be a gradient method with a builder "
                          f"(e.g. 'grad_cam', 'grad_cam_pp', 'layer_cam'); got {info.name!r}")
     n = split_shapes(split, x).logits.shape[-1]
-    ranks = tuple(int(r) for r in np.atleast_1d(np.asarray(comparisons)).tolist()) \
-        if not isinstance(comparisons, (int, np.integer)) else (int(comparisons),)
+    ranks = tuple(int(r) for r in np.atleast_1d(comparisons))
     if not ranks or any(r < 1 or r >= n for r in ranks):
         raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
                          f"target by logit distance (1 = the most similar; 0 is the target "

@@ -28,7 +28,7 @@ def cam_weights(d1: Array) -> Array:
 VARIANTS = ("paper", "torchcam", "renormalized")
 
 
-def _safe_ratio(num: Array, den: Array) -> Array:
+def safe_ratio(num: Array, den: Array) -> Array:
     """num / den, and 0 where num = 0 (no curvature, or g = 0) or den = 0: never NaN."""
     defined = (num != 0) & (den != 0)
     return jnp.where(defined, num / jnp.where(defined, den, 1.0), 0.0)
@@ -57,9 +57,9 @@ def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
     if variant == "torchcam":
         return d2
     total = jnp.sum(a, axis=SPATIAL, keepdims=True)
-    alpha = _safe_ratio(d2, 2.0 * d2 + total * d3 + eps)
+    alpha = safe_ratio(d2, 2.0 * d2 + total * d3 + eps)
     if variant == "renormalized":
-        return _safe_ratio(alpha, jnp.sum(alpha, axis=SPATIAL, keepdims=True))
+        return safe_ratio(alpha, jnp.sum(alpha, axis=SPATIAL, keepdims=True))
     if variant != "paper":
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     return alpha
@@ -74,7 +74,7 @@ def mixed_index_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0) -> A
     alpha = 0 where D2 = 0 or the denominator vanishes: never NaN.
     """
     mixed = jnp.sum(a * d3, axis=SPATIAL, keepdims=True)
-    return _safe_ratio(d2, 2.0 * d2 + mixed + eps)
+    return safe_ratio(d2, 2.0 * d2 + mixed + eps)
 
 
 def grad_cam_pp_weights(a: Array, d1: Array, d2: Array, d3: Array, *, eps: float = 0.0,
@@ -143,7 +143,7 @@ def xgrad_cam_weights(a: Array, d1: Array, *, eps: float = 0.0) -> Array:
     NaN. pytorch-grad-cam 1.5.7 uses eps = 1e-7, torch-cam 0.5.0 eps = 1e-8.
     """
     total = jnp.sum(a, axis=SPATIAL)
-    return _safe_ratio(jnp.sum(a * d1, axis=SPATIAL), total + eps)
+    return safe_ratio(jnp.sum(a * d1, axis=SPATIAL), total + eps)
 
 
 def layer_cam_weights(d1: Array) -> Array:
@@ -163,7 +163,7 @@ def ablation_weights(score: Array, ablated: Array) -> Array:
     w_k = (Y - Y_k) / Y, with Y_k the score with channel k ablated; score (..., ) and
     ablated (..., K). Where Y = 0 the weights are 0, never NaN or infinite."""
     y = score[..., None]
-    return _safe_ratio(y - ablated, jnp.broadcast_to(y, ablated.shape))
+    return safe_ratio(y - ablated, jnp.broadcast_to(y, ablated.shape))
 
 
 def first_component(weighted: Array) -> Array:
