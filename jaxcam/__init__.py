@@ -42,16 +42,19 @@ from jaxcam._registry import available_methods as available_methods
 from jaxcam._registry import method_info as method_info
 from jaxcam._registry import method_table as method_table
 from jaxcam._registry import smoothed as smoothed
+from jaxcam._modules import split_module as split_module
 from jaxcam._split import Split as Split
+from jaxcam._split import TokenGrid as TokenGrid
 from jaxcam.models._layers import guided_relu as guided_relu
 
 __version__ = "0.1.0"
 
-__all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split",
+__all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split", "TokenGrid",
            "ablation_cam", "augmentations", "available_methods", "cam", "chunking",
            "compare_derivatives", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
            "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
            "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
            "method_info", "method_table", "models", "pure_derivatives", "score_cam",
-           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "ss_cam", "viz", "weighting",
+           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam", "viz",
+           "weighting",
            "xgrad_cam"]

@@ -101,6 +101,7 @@ class _Compare:
 
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> DerivativeComparison:
         a = split.activations(x)
+        split = split.given(x)
         d_exact = self.exact.at(split, a, classes)
         d_approx = self.exact.replace(mode="approx").at(split, a, classes)
         out = {}

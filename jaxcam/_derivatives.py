@@ -24,11 +24,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam import _links as L
 from jaxcam._targets import SCALAR_LINKS, Objective, resolve_for
 from jaxcam._chunking import chunked_map, chunked_sum
+from jaxcam._split import vmap_examples
 from jaxcam._taylor import basis_derivatives
 
 Array = jax.Array
@@ -173,19 +175,21 @@ def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objec
         return d[:order]
     if objective.by_class and logits.shape[-1] <= a[0].size:
         return _softmax_family(split, a, logits, classes, objective.link, order, chunk)
-    one = lambda a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)
-    return jax.vmap(one)(a, logits, classes)
+    one = lambda split, a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)
+    return vmap_examples(one, split, a, logits, classes)
 
 
 def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, order: int,
                  chunk: int) -> tuple[Array, ...]:
     """Any objective, ONE example: the whole Jacobian by min(C, n) vector products, then
-    the objective's derivatives along each of its columns (straight curves)."""
-    head = lambda a: split.logits_from(a[None])[0]
-    n, classes = a.size, s0.shape[-1]
+    the objective's derivatives along each of its columns (straight curves). Outputs of
+    any pytree are flattened to one vector of C entries."""
+    s0_flat, unravel = ravel_pytree(s0)
+    head = lambda a: ravel_pytree(split.logits_from(a[None])[0])[0]
+    n, classes = a.size, s0_flat.shape[-1]
     if classes <= n:
         _, head_vjp = jax.vjp(head, a)
-        jac = jax.vmap(lambda e: head_vjp(e)[0])(jnp.eye(classes, dtype=s0.dtype))
+        jac = jax.vmap(lambda e: head_vjp(e)[0])(jnp.eye(classes, dtype=s0_flat.dtype))
         columns = jac.reshape(classes, n).T                        # (n, C)
     else:
         basis = jnp.eye(n, dtype=a.dtype).reshape(n, *a.shape)
@@ -193,7 +197,8 @@ def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, ord
 
     def along(idx):
         cols = columns[jnp.minimum(idx, n - 1)]
-        line = lambda u: jnp.concatenate([u[None], jnp.zeros((order - 1, *u.shape), u.dtype)])
+        line = lambda u: jax.vmap(unravel)(
+            jnp.concatenate([u[None], jnp.zeros((order - 1, *u.shape), u.dtype)]))
         return jax.vmap(lambda u: objective.taylor(s0, c, line(u)))(cols)
 
     d = chunked_map(along, n=n, chunk=chunk)  # (n, order)
@@ -231,12 +236,17 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
             return tuple(jnp.broadcast_to(dk / z**k, a.shape) for k, dk in enumerate(d, 1))
         return _linearised(split, a, logits, classes, objective, order, chunk)
 
-    def one(a, s0, c):
-        head = lambda a: split.logits_from(a[None])[0]
-        return basis_derivatives(head, a, order, chunk,
-                                 reduce=lambda coeffs: objective.taylor(s0, c, coeffs))
+    def one(split, a, s0, c):
+        head = lambda a: jax.tree_util.tree_map(lambda v: v[0], split.logits_from(a[None]))
+        if objective.by_class:  # the link's closed forms along the logits' curve
+            return basis_derivatives(head, a, order, chunk,
+                                     reduce=lambda coeffs: objective.taylor(s0, c, coeffs))
+        # any other score: one scalar function of A, its scalar link applied after
+        score = objective.raw_score(c)
+        return basis_derivatives(lambda a: score(head(a)), a, order, chunk,
+                                 reduce=objective.link_along)
 
-    return jax.vmap(one)(a, jax.lax.stop_gradient(logits), classes)
+    return vmap_examples(one, split, a, jax.lax.stop_gradient(logits), classes)
 
 
 def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: int = 3,
@@ -246,10 +256,10 @@ def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: 
     Y_b = link(head(A_b))_c in each of its activations, back through the head only.
 
     Args:
-      split: the split model.
+      split: the split model (``split.given(x)`` when its head also needs the input).
       a: activations (B, h, w, K), e.g. ``split.activations(x)``.
-      target: None (each example's top class), an int, an int array (B,), or a callable
-        ``logits (B, C) -> scores (B,)``.
+      target: None (each example's top class), an int, an int array (B,), a target of
+        :mod:`jaxcam.targets`, or a callable ``outputs -> scores (B,)``.
       link: "logit", "exp", "softmax" or "log_softmax".
       order: the highest derivative.
       mode: "exact" or "approx" (Grad-CAM++'s closed form g^k).

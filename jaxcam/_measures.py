@@ -55,7 +55,7 @@ class HeadDerivatives:
 
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
         a = split.activations(x)
-        return Evidence(a, self.at(split, a, classes))
+        return Evidence(a, self.at(split.given(x), a, classes))
 
 
 @struct.dataclass
@@ -119,25 +119,26 @@ class NoiseSmoothed:
     def __call__(self, split: Split, x: Array, classes: Array, key: Array) -> Evidence:
         objective = self.inner.objective
         a = split.activations(x)
-        classes = objective.classes(split.logits_from(a), classes)
+        classes = objective.classes(split.given(x).logits_from(a), classes)
         inner = self.inner.replace(objective=dataclasses.replace(objective, predicted=False))
         keys = jax.random.split(key, self.n_samples)
         sigma = noise_scale(x, self.noise)
 
-        def copies(keys_chunk):
-            a_i = jax.vmap(split.activations)(noisy_copies(x, sigma, keys_chunk))
-            derivs = jax.vmap(lambda a: inner.at(split, a, classes))(a_i)
+        def copy(x_i):  # one noisy copy of the batch: its derivatives and log weight
+            split_i, a_i = split.given(x_i), split.activations(x_i)
+            derivs = inner.at(split_i, a_i, classes)
             if self.equal_weights:
-                log_w = jnp.zeros(a_i.shape[:2], a_i.dtype)
-            else:
-                log_w = jax.vmap(lambda a: objective.log_factor(split.logits_from(a),
-                                                                classes))(a_i)
-            return derivs, log_w
+                return derivs, jnp.zeros(a_i.shape[:1], a_i.dtype)
+            return derivs, objective.log_factor(split_i.logits_from(a_i), classes)
+
+        def copies(keys_chunk):
+            return jax.vmap(copy)(noisy_copies(x, sigma, keys_chunk))
 
         totals, _ = chunked_sum(copies, keys, chunk=self.sample_chunk, mesh=self.mesh,
                                 log_weights=True)
         last = None
         if self.keep_last:
-            a_last = split.activations(noisy_copies(x, sigma, keys[-1:])[0])
-            last = Evidence(a_last, inner.at(split, a_last, classes))
+            x_last = noisy_copies(x, sigma, keys[-1:])[0]
+            a_last = split.activations(x_last)
+            last = Evidence(a_last, inner.at(split.given(x_last), a_last, classes))
         return Evidence(a, tuple(t / self.n_samples for t in totals), last=last)

@@ -255,13 +255,13 @@ def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha=1.0,
     if info.kind != "gradient" or info.build is None or info.name == "finer_cam":
         raise ValueError(f"finer_cam's method must be a gradient method with a builder "
                          f"(e.g. 'grad_cam', 'grad_cam_pp', 'layer_cam'); got {info.name!r}")
-    n = split_shapes(split, x).logits.shape[-1]
+    built = info.build(split, x, target, **options)      # checks the target and logits
+    n = split_shapes(split, x).outputs.shape[-1]
     ranks = tuple(int(r) for r in np.atleast_1d(comparisons))
     if not ranks or any(r < 1 or r >= n for r in ranks):
         raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
                          f"target by logit distance (1 = the most similar; 0 is the target "
                          f"itself); got {comparisons!r}")
-    built = info.build(split, x, target, **options)
     program = built.program
     if not isinstance(program.measure, HeadDerivatives):
         raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
@@ -390,8 +390,9 @@ def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
     Args:
       split: the model split at the target layer (:func:`jaxcam.models.load`).
       x: preprocessed images (B, H, W, C).
-      target: None (each image's predicted class), an int, an int array (B,), or a
-        callable ``logits (B, C) -> scores (B,)``.
+      target: None (each image's predicted class), an int, an int array (B,), a target
+        of :mod:`jaxcam.targets` (segmentation, boxes, embeddings, ...; traced, so a new
+        one never recompiles), or a callable ``outputs -> scores (B,)``.
       link: "logit", "exp", "softmax" or "log_softmax": the function of the logits whose
         derivatives are used.
       counterfactual: explain what lowers the score (negated gradients).

@@ -143,7 +143,7 @@ class MaskedScores:
         a = split.activations(x)
         batch, _, _, k = a.shape
         size = x.shape[1:3]
-        logits = split.logits_from(a)
+        logits = split.given(x).logits_from(a)
         classes = self.objective.classes(logits, classes)
         objective = dataclasses.replace(self.objective, predicted=False)
         chosen = (jnp.broadcast_to(jnp.arange(k), (batch, k)) if self.top_n is None
@@ -213,6 +213,7 @@ class Ablations:
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
         a = split.activations(x)
         k = a.shape[-1]
+        split = split.given(x)
         classes = self.objective.classes(split.logits_from(a), classes)
         objective = dataclasses.replace(self.objective, predicted=False)
         value = jnp.asarray(self.value, a.dtype)
@@ -244,7 +245,12 @@ def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chu
                              f"top_n <= {k}, or None for all of them")
     baseline = _check_baseline(baseline, x)
     sigma = check_number("sigma", sigma)
-    objective, classes = resolve(split, x, target, "softmax" if variant == "paper" else "logit")
+    from jaxcam.targets import Target
+
+    # the paper's softmax applies to class scores; other scores are used as they are
+    by_class = not (callable(target) or isinstance(target, Target))
+    objective, classes = resolve(split, x, target,
+                                 "softmax" if variant == "paper" and by_class else "logit")
     mesh = make_mesh(devices)
     items = (top_n or k) * (n_samples if mode != "plain" else 1)
     chunk = _chunk_size(items, mask_chunk, 1 if mesh is None else mesh.size)

@@ -1,8 +1,14 @@
 """What a CAM explains: the target (which class, or any objective) and the link.
 
 The explained score of example b is ``Y_b = link(S_b)[c_b]`` with ``S_b`` the logits and
-``c_b`` its target class, ``Y_b = link(target(S)_b)`` for a callable target, or FinerCAM's
-contrast of the target class with its most similar classes (:class:`Contrast`).
+``c_b`` its target class, ``Y_b = link(target(O)_b)`` for a target of
+:mod:`jaxcam.targets` or a callable applied to the head's outputs O (any pytree), or
+FinerCAM's contrast of the target class with its most similar classes
+(:class:`Contrast`).
+
+A target of :mod:`jaxcam.targets` is a pytree: it is passed to the compiled program as a
+traced argument (in the place of the classes), so a new mask, box or reference embedding
+never recompiles. A plain callable is static: a new function compiles anew.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from flax import struct
 
 from jaxcam._checks import check_choice
 from jaxcam._links import bell, class_gradient, class_taylor
-from jaxcam._split import split_shapes
+from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
 
 Array = jax.Array
@@ -79,22 +85,25 @@ class Objective:
 
     Attributes:
       link: a key of ``VECTOR_LINKS``.
-      fn: a callable target ``logits (B, C) -> scores (B,)``, or None for class targets.
+      fn: a callable target ``outputs -> scores (B,)``, or None.
       predicted: explain each example's predicted class (top logit).
       contrast: FinerCAM: the ranks (1 = the most similar) of the classes the target is
         contrasted with, by |S_j - S_c| on the clean image; its traced parameters are a
         :class:`Contrast`. None: not a FinerCAM objective.
+      traced: the score is a :class:`jaxcam.targets.Target` applied to the outputs; the
+        target itself is the traced parameter (in the place of the classes).
     """
 
     link: str
     fn: Callable[[Array], Array] | None = None
     predicted: bool = False
     contrast: tuple[int, ...] | None = None
+    traced: bool = False
 
     @property
     def by_class(self) -> bool:
         """The score is link(S)_c of one class (the closed forms of :mod:`jaxcam._links`)."""
-        return self.fn is None and self.contrast is None
+        return self.fn is None and self.contrast is None and not self.traced
 
     def classes(self, logits: Array, given):
         """The target of each example at these (clean) logits: the classes (B,), or for
@@ -115,6 +124,8 @@ class Objective:
         """The explained scores Y (B,)."""
         if self.contrast is not None:
             return VECTOR_LINKS[self.link](finer_score(logits, classes))
+        if self.traced:
+            return VECTOR_LINKS[self.link](classes(logits))
         if self.fn is not None:
             return VECTOR_LINKS[self.link](self.fn(logits))
         linked = VECTOR_LINKS[self.link](logits)
@@ -131,30 +142,48 @@ class Objective:
         """Derivatives (order,) of ONE example's score along a curve of its logits.
 
         Args:
-          logits: S (C,) at t = 0.
-          c: the example's target class (unused for callable targets).
-          coeffs: (order, C), the derivatives s1, s2, ... of the curve S(t) at t = 0.
+          logits: S (C,) at t = 0, or one example's outputs (any pytree).
+          c: the example's target (class, contrast or target; unused for callables).
+          coeffs: (order, C), the derivatives s1, s2, ... of the curve S(t) at t = 0 (for
+            pytree outputs, the same pytree with a leading ``order`` axis).
 
         Class targets use the closed forms of :mod:`jaxcam._links` (accurate in float32
-        for confident predictions); a callable target is differentiated along the curve
+        for confident predictions); any other score is differentiated along the curve
         by nested ``jax.jvp``, then its link applied.
         """
         if self.by_class:
             return class_taylor(self.link, logits, c, coeffs)
-        order = coeffs.shape[0]
+        tree = jax.tree_util.tree_map
+        order = jax.tree_util.tree_leaves(coeffs)[0].shape[0]
+        dtype = jax.tree_util.tree_leaves(coeffs)[0].dtype
         raw = dataclasses.replace(self, link="logit")
-        one = jax.tree_util.tree_map(lambda v: v[None], c)
+        one = tree(lambda v: v[None], c)
 
         def along(t):  # S + t s1 + t^2/2 s2 + ..., by Horner's rule (products only)
-            step = jnp.zeros_like(logits)
-            for k in range(order, 0, -1):
-                step = t * (coeffs[k - 1] / math.factorial(k) + step)
-            return raw((logits + step)[None], one)[0]
+            def point(s, ds):
+                step = jnp.zeros_like(s)
+                for k in range(order, 0, -1):
+                    step = t * (ds[k - 1] / math.factorial(k) + step)
+                return (s + step)[None]
+            return raw(tree(point, logits, coeffs), one)[0]
 
-        d = taylor_along(along, jnp.zeros((), coeffs.dtype), jnp.ones((), coeffs.dtype), order)
-        if self.link == "exp":
-            d = jnp.stack(bell(*(d[k] if k < order else 0.0 * d[0] for k in range(3)))[:order])
-        return d
+        d = taylor_along(along, jnp.zeros((), dtype), jnp.ones((), dtype), order)
+        return self.link_along(d)
+
+    def raw_score(self, c) -> Callable:
+        """For a score that is not by class: ONE example's raw score (before a scalar link)
+        as a function of its outputs, ``outputs -> ()``."""
+        raw = dataclasses.replace(self, link="logit")
+        one = jax.tree_util.tree_map(lambda v: v[None], c)
+        return lambda out: raw(jax.tree_util.tree_map(lambda v: v[None], out), one)[0]
+
+    def link_along(self, d: Array) -> Array:
+        """A scalar link ("logit" or "exp") applied to the derivatives (order,) of a raw
+        score along a curve: the derivatives of the linked score."""
+        if self.link != "exp":
+            return d
+        order = d.shape[0]
+        return jnp.stack(bell(*(d[k] if k < order else 0.0 * d[0] for k in range(3)))[:order])
 
     def log_factor(self, logits: Array, classes: Array) -> Array:
         """log of the positive factor the link leaves out of its derivatives (B,).
@@ -165,7 +194,9 @@ class Objective:
         each point by exp(S0 - max S0) to keep the true proportions of exp(S).
         """
         if self.link != "exp":
-            return jnp.zeros(logits.shape[:1], logits.dtype)
+            leaf = next(v for v in jax.tree_util.tree_leaves(logits)
+                        if jnp.issubdtype(v.dtype, jnp.floating))
+            return jnp.zeros(leaf.shape[:1], leaf.dtype)
         return dataclasses.replace(self, link="logit")(logits, classes)
 
 
@@ -175,21 +206,29 @@ def _is_concrete(x) -> bool:
 
 # --- targets
 
-def _check_target_fn(fn: Callable, logits: jax.ShapeDtypeStruct) -> None:
-    """A callable target must map logits (B, C) to float scores (B,)."""
+def _outputs_text(outputs) -> str:
+    leaves = jax.tree_util.tree_leaves(outputs)
+    if len(leaves) == 1 and hasattr(outputs, "shape"):
+        return f"logits of shape {outputs.shape}"
+    return f"outputs {describe(outputs)}"
+
+
+def _check_scores(what: str, fn: Callable, outputs, batch: int) -> None:
+    """``fn(outputs)`` must be float scores (B,)."""
     try:
-        out = jax.eval_shape(fn, logits)
+        out = jax.eval_shape(fn, outputs)
     except Exception as e:  # a user's function: report it with the shapes
-        raise ValueError(f"the callable target failed on logits of shape {logits.shape}: "
+        raise ValueError(f"the {what} failed on {_outputs_text(outputs)}: "
                          f"{type(e).__name__}: {e}") from e
     shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
-    if shape != logits.shape[:1] or not jnp.issubdtype(dtype, jnp.floating):
+    if shape != (batch,) or not jnp.issubdtype(dtype, jnp.floating):
         got = f"shape {shape} ({dtype})" if shape is not None else type(out).__name__
-        raise ValueError(f"a callable target must return one float score per image, shape "
-                         f"({logits.shape[0]},), from logits {logits.shape}; it returned {got}")
+        raise ValueError(f"a {what} must return one float score per image, shape "
+                         f"({batch},), from {_outputs_text(outputs)}; it returned {got}")
 
 
-_KINDS = "None, an int, an int array (B,) or a callable logits (B, C) -> scores (B,)"
+_KINDS = ("None, an int, an int array (B,), a target of jaxcam.targets, or a callable "
+          "outputs -> scores (B,)")
 
 
 def _check_range(classes: np.ndarray, n: int) -> None:
@@ -219,33 +258,61 @@ def _class_targets(target, batch: int, n: int) -> Array:
 
 
 def resolve(split, x: Array, target, link: str) -> tuple[Objective, Array]:
-    """Checks ``target`` and ``link`` and returns the static objective and the classes (B,).
+    """Checks ``target`` and ``link`` and returns the static objective and its traced
+    parameters: the classes (B,), or the prepared target of :mod:`jaxcam.targets`.
 
     Shapes are static, so every check but the range of traced class indices also runs
     under a caller's ``jit`` or ``vmap``.
 
     Raises:
-      ValueError: unknown link, a link that needs class scores with a callable target, a
-        callable target that does not return scores (B,), a class index out of range, or
-        a target array of the wrong shape.
+      ValueError: unknown link, a link that needs class scores with a scalar target, a
+        target that does not return scores (B,), a class target on a head that does not
+        return logits (B, C), a class index out of range, or a target array of the wrong
+        shape.
       TypeError: a target that is not an int (a bool, a float, a string).
     """
-    return resolve_for(split_shapes(split, x).logits, target, link)
+    shapes = split_shapes(split, x)
+    where = f" for activations of shape {tuple(shapes.activations.shape)}"
+    return resolve_for(shapes.outputs, target, link, where)
 
 
-def resolve_for(logits: jax.ShapeDtypeStruct, target, link: str) -> tuple[Objective, Array]:
-    """:func:`resolve` given the shape of the logits (B, C) the target applies to."""
+def _batch(outputs) -> int:
+    return jax.tree_util.tree_leaves(outputs)[0].shape[0]
+
+
+def _scalar_link(link: str, what: str) -> None:
+    if link not in SCALAR_LINKS:
+        raise ValueError(
+            f"link={link!r} needs the scores of every class, but {what} returns one score "
+            f"per example; use link='logit' or 'exp' (or a class target of jaxcam.targets, "
+            f"which carries its own link)")
+
+
+def resolve_for(outputs, target, link: str, where: str = "") -> tuple[Objective, Array]:
+    """:func:`resolve` given the shapes of the head's outputs the target applies to."""
+    from jaxcam.targets import ClassScore, Target
+
     check_choice("link", link, VECTOR_LINKS)
-    batch, n = logits.shape
-    placeholder = jnp.zeros((batch,), jnp.int32)
-    if target is None:
-        return Objective(link, predicted=True), placeholder
+    batch = _batch(outputs)
+    if isinstance(target, ClassScore) and target.output is None:
+        target, link = target.classes, target.link        # the closed forms apply
+    if isinstance(target, Target):
+        _scalar_link(link, f"a {type(target).__name__} target")
+        prepared = target.prepare(outputs)
+        _check_scores(f"{type(target).__name__} target", prepared, outputs, batch)
+        return Objective(link, traced=True), prepared
     if callable(target):
-        if link not in SCALAR_LINKS:
-            raise ValueError(
-                f"link={link!r} needs the scores of every class, but a callable target returns "
-                f"one score per example; use link='logit' or 'exp', or apply {link} inside "
-                "your target function")
-        _check_target_fn(target, logits)
-        return Objective(link, fn=target), placeholder
+        _scalar_link(link, "a callable target")
+        _check_scores("callable target", target, outputs, batch)
+        return Objective(link, fn=target), jnp.zeros((batch,), jnp.int32)
+    if (not hasattr(outputs, "shape") or len(outputs.shape) != 2
+            or not jnp.issubdtype(outputs.dtype, jnp.floating) or outputs.shape[1] < 1):
+        raise ValueError(
+            f"split.head must return float logits (B, C) = ({batch}, C) for a class target"
+            f"{where}; it returned {describe(outputs)}. To explain other outputs pass a "
+            "target of jaxcam.targets (segmentation, box_score, embedding_similarity) or a "
+            "callable outputs -> scores (B,)")
+    n = outputs.shape[1]
+    if target is None:
+        return Objective(link, predicted=True), jnp.zeros((batch,), jnp.int32)
     return Objective(link), _class_targets(target, batch, n)

@@ -36,7 +36,8 @@ PROPAGATIONS = ("series", "nested_jvp")
 def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -> Array:
     """[d^k/dt^k fn(a + t v) at t = 0 for k = 1..order], by nested ``jax.jvp``.
 
-    ``fn`` may return any shape; the result has a leading axis of length ``order``.
+    ``fn`` may return any shape (or pytree); the result has a leading axis of length
+    ``order`` (on every leaf).
     One nesting level per order: level j turns every value into (value, derivative along
     v), so after ``order`` levels the entry at index 2^k - 1 is the k-th derivative.
     """
@@ -50,7 +51,8 @@ def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -
     for _ in range(order):
         g = lift(g)
     values = g(a)
-    return jnp.stack([values[2**k - 1] for k in range(1, order + 1)])
+    return jax.tree_util.tree_map(lambda *d: jnp.stack(d),
+                                  *(values[2**k - 1] for k in range(1, order + 1)))
 
 
 def _identity(coefficients: Array) -> Array:
