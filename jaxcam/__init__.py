@@ -11,6 +11,7 @@ derivative engines) and :mod:`jaxcam.chunking` (bounded-memory evaluation of man
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
 from jaxcam import models as models
+from jaxcam import targets as targets
 from jaxcam import viz as viz
 from jaxcam import weighting as weighting
 from jaxcam._compare import DerivativeComparison as DerivativeComparison
@@ -55,6 +56,6 @@ __all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split
            "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
            "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
            "method_info", "method_table", "models", "pure_derivatives", "score_cam",
-           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam", "viz",
+           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam", "targets", "viz",
            "weighting",
            "xgrad_cam"]

@@ -44,6 +44,7 @@ from jaxcam._chunking import chunked_map, make_mesh
 from jaxcam._explain import explain
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam._split import Split, split_shapes
+from jaxcam.targets import Target
 from jaxcam._targets import Objective, resolve
 
 Array = jax.Array
@@ -245,8 +246,6 @@ def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chu
                              f"top_n <= {k}, or None for all of them")
     baseline = _check_baseline(baseline, x)
     sigma = check_number("sigma", sigma)
-    from jaxcam.targets import Target
-
     # the paper's softmax applies to class scores; other scores are used as they are
     by_class = not (callable(target) or isinstance(target, Target))
     objective, classes = resolve(split, x, target,

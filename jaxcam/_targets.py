@@ -27,6 +27,7 @@ from jaxcam._checks import check_choice
 from jaxcam._links import bell, class_gradient, class_taylor
 from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
+from jaxcam.targets import ClassScore, Target
 
 Array = jax.Array
 
@@ -290,8 +291,6 @@ def _scalar_link(link: str, what: str) -> None:
 
 def resolve_for(outputs, target, link: str, where: str = "") -> tuple[Objective, Array]:
     """:func:`resolve` given the shapes of the head's outputs the target applies to."""
-    from jaxcam.targets import ClassScore, Target
-
     check_choice("link", link, VECTOR_LINKS)
     batch = _batch(outputs)
     if isinstance(target, ClassScore) and target.output is None:

@@ -45,7 +45,7 @@ BAD_INPUTS = [
     ("head (B, h, w, C)", lambda s: s.replace(head=lambda v, a: a @ v["w"]), None, 0,
      ValueError, r"split.head must return float logits \(B, C\).*shape \(3, 8, 8, 5\)"),
     ("head int logits", lambda s: s.replace(head=lambda v, a: tiny_head(v, a).astype(jnp.int32)),
-     None, 0, ValueError, r"split.head must return float logits.*\(3, 5\) \(int32\)"),
+     None, 0, ValueError, r"split.head must return class logits.*\(3, 5\) \(int32\)"),
     ("head raises", lambda s: s.replace(head=lambda v, a: a.mean((1, 2)) @ v["w"].T), None, 0,
      ValueError, r"split.head failed on activations of shape \(3, 8, 8, 6\)"),
     ("features (B, K)", lambda s: s.replace(features=lambda v, x: tiny_features(v, x).mean((1, 2))),
@@ -152,7 +152,7 @@ def test_split_and_guided_pass(tiny_split, tiny_x):
     with pytest.raises(TypeError, match=r"split must be a jaxcam.Split.*got function"):
         jaxcam.grad_cam(lambda x: x, tiny_x, 0)
     wrong = tiny_split.replace(guided=lambda v, x: tiny_head(v, tiny_features(v, x))[:, :2])
-    with pytest.raises(ValueError, match=r"split.guided must return the logits \(B, C\) = "
+    with pytest.raises(ValueError, match=r"split.guided must return the same outputs.*"
                                          r"\(3, 5\).*\(3, 2\)"):
         jaxcam.guided_backprop(wrong, tiny_x, 0)
 
@@ -186,7 +186,7 @@ def test_legacy_and_typed_keys_give_the_same_map(tiny_split, tiny_x):
     other = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, 2, key=jax.random.PRNGKey(8), **SMOOTH)
     assert np.abs(other - typed).max() > 0
     jitted = jax.jit(lambda k: jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, 2, key=k, **SMOOTH))
-    np.testing.assert_allclose(jitted(jax.random.PRNGKey(7)), typed, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jitted(jax.random.PRNGKey(7)), typed, rtol=1e-5, atol=1e-6)
 
 
 def test_under_jit_shape_checks_apply_and_value_checks_are_skipped(tiny_split, tiny_x):

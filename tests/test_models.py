@@ -14,6 +14,7 @@ from jaxcam import models
 def test_available_lists_the_whole_zoo():
     expected = {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
     expected |= {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {"efficientnet_lite0"}
+    expected |= {"vit_b_16"}
     assert set(models.available()) == expected
 
 
@@ -24,6 +25,9 @@ def test_available_lists_the_whole_zoo():
     ("resnet50", "layer4", ["layer4.2", "layer3.5", "layer1"], ["fc"]),
     ("efficientnet_lite0", "_swish", ["_conv_stem", "_blocks.0", "_blocks.15", "_conv_head",
                                       "_bn1"], ["avgpool", "_fc"]),
+    ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1",
+     ["conv_proj", "encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_5.ln_1"],
+     ["encoder.ln", "heads.head", "encoder.layers.encoder_layer_12"]),
 ])
 def test_layers_and_default(name, default, some_layers, not_spatial):
     names = models.layers(name)
