@@ -18,7 +18,8 @@ import numpy as np
 
 from pretrained_ports._errors import ConversionError
 
-# (Flax collection, Flax leaf name) -> PyTorch parameter suffix.
+# (Flax collection, Flax leaf name) -> PyTorch parameter suffix. Any other "params" leaf
+# is a raw parameter named and laid out as in PyTorch (a ViT's class_token, in_proj_weight).
 SUFFIXES = {
     ("params", "kernel"): "weight",
     ("params", "bias"): "bias",
@@ -143,10 +144,17 @@ def _rules(shapes: Mapping[str, Any], nchw: Mapping[str, tuple[int, int, int]]) 
     rules = []
     for path, leaf in _leaves(shapes):
         collection, *modules, name = path
-        suffix = SUFFIXES[(collection, name)]
         module = ".".join(modules)
-        rules.append(_Rule(tuple(path), f"{module}.{suffix}", tuple(leaf.shape),
-                           np.dtype(leaf.dtype), nchw.get(module)))
+        suffix = SUFFIXES.get((collection, name))
+        if suffix is not None:
+            key = f"{module}.{suffix}"
+        elif collection == "params":   # a raw parameter, kept in PyTorch's name and layout
+            key = ".".join([*modules, name])
+        else:
+            raise ValueError(f"no PyTorch name for the {collection!r} leaf {'/'.join(path)}: "
+                             f"only {sorted({c for c, _ in SUFFIXES})} have a rename rule")
+        rules.append(_Rule(tuple(path), key, tuple(leaf.shape), np.dtype(leaf.dtype),
+                           nchw.get(module)))
     return rules
 
 

@@ -13,13 +13,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
-from jaxcam._split import Split
+from jaxcam._modules import split_module
+from jaxcam._split import Split, TokenGrid
 from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
                                    Linear, Stage, StagedNet, spatial_stages, stage_index,
                                    stage_names)
 from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages
 from jaxcam.models.resnet import resnet_stages
 from jaxcam.models.vgg import vgg_default_layer, vgg_stages
+from jaxcam.models.vit import VisionTransformer
 
 
 def _lite0_weights_path() -> str:
@@ -31,14 +33,22 @@ def _lite0_weights_path() -> str:
 class ModelInfo:
     """Everything jaxcam knows about one zoo model.
 
+    A model is either staged (a CNN: ``stages``, split by running two ranges of them) or
+    a Flax ``module`` split at a submodule by :func:`jaxcam.split_module` (a Vision
+    Transformer: its class token bypasses every block's LayerNorm).
+
     Attributes:
       name: registry name.
-      stages: the named stages, in forward order.
+      stages: the named stages, in forward order (staged models).
       default_layer: the usual CAM target (the last conv block's activation).
       preprocess: the model's own image transform.
       pretrained: returns the path of weights that ship with an installed package, or None.
       nchw_flatten: layers whose PyTorch weight reads a (C, H, W) map flattened in NCHW
         order, with that (C, H, W); the converter permutes them to NHWC.
+      module: the Flax module of a model that is not staged, or None.
+      module_layers: for a module: (layer, outputs tokens) in forward order; the layer
+        names are the PyTorch module names, their Flax paths joined by ".".
+      input_size: the side of the square input the variables are initialised at.
     """
 
     name: str
@@ -47,10 +57,13 @@ class ModelInfo:
     preprocess: Preprocess = IMAGENET
     pretrained: Callable[[], str] | None = None
     nchw_flatten: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    module: Any = None
+    module_layers: tuple[tuple[str, bool], ...] = ()
+    input_size: int = 64
 
     @functools.cached_property
-    def net(self) -> StagedNet:
-        return StagedNet(self.stages)
+    def net(self):
+        return self.module if self.module is not None else StagedNet(self.stages)
 
 
 def _vgg(depth: int, bn: bool) -> ModelInfo:
@@ -63,12 +76,22 @@ def _resnet(depth: int) -> ModelInfo:
     return ModelInfo(f"resnet{depth}", resnet_stages(depth), "layer4")
 
 
+def _vit_b_16() -> ModelInfo:
+    module = VisionTransformer()
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(module.num_layers)]
+    layers = (("conv_proj", False),
+              *((name, True) for block in blocks for name in (f"{block}.ln_1", block)))
+    return ModelInfo("vit_b_16", (), f"{blocks[-1]}.ln_1", module=module,
+                     module_layers=layers, input_size=module.image_size)
+
+
 _REGISTRY: dict[str, ModelInfo] = {
     info.name: info for info in (
         *(_vgg(d, bn) for d in (11, 13, 16, 19) for bn in (False, True)),
         *(_resnet(d) for d in (18, 34, 50, 101, 152)),
         ModelInfo("efficientnet_lite0", efficientnet_lite0_stages(), "_swish", TF_LITE,
                   pretrained=_lite0_weights_path),
+        _vit_b_16(),
     )
 }
 
@@ -94,9 +117,13 @@ def info(name: str) -> ModelInfo:
 
 def layers(name: str) -> list[str]:
     """The layers a model can be split at, in forward order: every stage whose output is a
-    spatial map (B, h, w, K). Global pooling, flattening and the classifier after them
-    leave no map to explain, so they are not listed."""
-    return stage_names(spatial_stages(info(name).stages))
+    spatial map (B, h, w, K), or (Vision Transformers) tokens on a patch grid. Global
+    pooling, flattening and the classifier after them leave no map to explain, so they
+    are not listed."""
+    model = info(name)
+    if model.module is not None:
+        return [layer for layer, _ in model.module_layers]
+    return stage_names(spatial_stages(model.stages))
 
 
 def default_layer(name: str) -> str:
@@ -106,14 +133,15 @@ def default_layer(name: str) -> str:
 
 def init_variables(name: str, seed: int = 0) -> dict[str, Any]:
     """Seeded random variables (Flax default initialisers; BN statistics 0 and 1)."""
-    return _init(info(name).net, seed)
+    model = info(name)
+    return _init(model.net, seed, model.input_size)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _init(net: StagedNet, seed: int):
-    # Parameter shapes do not depend on the input size (VGG pools adaptively), so a small
-    # input keeps initialisation cheap.
-    return net.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3), jnp.float32))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _init(net, seed: int, size: int):
+    # The CNNs' parameter shapes do not depend on the input size (VGG pools adaptively),
+    # so a small input keeps initialisation cheap; a ViT's position embedding fixes it.
+    return net.init(jax.random.key(seed), jnp.zeros((1, size, size, 3), jnp.float32))
 
 
 def variable_shapes(name: str) -> dict[str, Any]:
@@ -122,12 +150,13 @@ def variable_shapes(name: str) -> dict[str, Any]:
     Traced once per model (tracing a large init takes up to a second); each call returns
     a fresh tree, so a caller may modify it.
     """
-    return jax.tree_util.tree_map(lambda leaf: leaf, _variable_shapes(info(name).net))
+    model = info(name)
+    return jax.tree_util.tree_map(lambda leaf: leaf, _variable_shapes(model.net, model.input_size))
 
 
 @functools.cache
-def _variable_shapes(net: StagedNet) -> dict[str, Any]:
-    return jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
+def _variable_shapes(net, size: int) -> dict[str, Any]:
+    return jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +170,16 @@ class _Stages:
 
     def __call__(self, variables, x):
         return self.net.apply(variables, x, self.start, self.stop, self.activation)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Forward:
+    """The whole forward pass of a module model (its guided pass: it has no ReLU)."""
+
+    module: Any
+
+    def __call__(self, variables, x):
+        return self.module.apply(variables, x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +218,8 @@ def _split_index(model: ModelInfo, layer) -> int:
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str) of {model.name}, e.g. "
                         f"{model.default_layer!r}; got {type(layer).__name__}")
-    index = stage_index(model.stages, layer)
+    index = (stage_index(model.stages, layer) if model.module is None
+             else (valid.index(layer) if layer in valid else None))
     if index is None:
         raise _unknown(f"layer of {model.name}", layer, valid,
                        f"See jaxcam.models.layers({model.name!r}) for all {len(valid)}.")
@@ -224,6 +264,8 @@ def load(name: str, *, layer: str | None = None,
     index = _split_index(model, layer)
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    if model.module is not None:
+        return _load_module(model, layer, _resolve_weights(model, weights, seed), activation)
     head_stages = model.stages[index + 1:]
     piecewise_linear = (activation in PIECEWISE_LINEAR_ACTIVATIONS
                         or not any(s.activates for s in head_stages))
@@ -238,3 +280,17 @@ def load(name: str, *, layer: str | None = None,
         guided=_Stages(model.net, 0, None, "guided_relu"),
         cut=_Cut(model.name, activation),
     )
+
+
+def _load_module(model: ModelInfo, layer: str, variables, activation: str) -> Split:
+    """A module model split at ``layer`` by :func:`jaxcam.split_module`: token layers
+    through a :class:`jaxcam.TokenGrid` that drops the class token (held fixed)."""
+    if activation != "relu":
+        raise ValueError(f"{model.name} runs its own activations (GELU): activation= "
+                         "applies to the zoo's CNNs; leave it at 'relu'")
+    tokens = dict(model.module_layers)[layer]
+    split = split_module(model.module, variables, layer.replace(".", "/"),
+                         reshape=TokenGrid(prefix=1) if tokens else None,
+                         preprocess=model.preprocess)
+    return split.replace(layer=layer, guided=_Forward(model.module),
+                         cut=_Cut(model.name, activation))
