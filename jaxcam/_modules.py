@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
 from flax import nnx
 
 from jaxcam._split import Split, TokenGrid

@@ -328,10 +328,10 @@ class EmbeddingSimilarity(Target):
 
     def __call__(self, outputs) -> Array:
         e = _select(outputs, self.output)
-        eps = 1e-8
-        ne = jnp.maximum(jnp.linalg.norm(e, axis=-1), eps)
-        nr = jnp.maximum(jnp.linalg.norm(self.reference, axis=-1), eps)
-        return jnp.sum(e * self.reference, axis=-1) / (ne * nr)
+        # max(||v||, eps) as sqrt(max(||v||^2, eps^2)): the same value, and a finite
+        # gradient at v = 0 (the norm's own gradient there is 0 / 0)
+        norm = lambda v: jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1), 1e-16))  # noqa: E731
+        return jnp.sum(e * self.reference, axis=-1) / (norm(e) * norm(self.reference))
 
     def prepare(self, outputs) -> "EmbeddingSimilarity":
         e = _select(outputs, self.output)

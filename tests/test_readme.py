@@ -1,0 +1,51 @@
+"""The README's code for your own Flax model, Vision Transformers and heads with any
+output runs as written (each section's Python blocks in order, in one namespace)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTIONS = ("Your own Flax model", "Vision Transformers", "Segmentation, detection, embeddings")
+
+
+def _blocks(title: str) -> list[str]:
+    text = README.read_text()
+    start = text.index(f"### {title}\n")
+    end = text.find("\n## ", start)
+    nxt = text.find("\n### ", start + 1)
+    end = min(e for e in (end, nxt, len(text)) if e > 0)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+
+
+def _run(*titles) -> dict:
+    namespace: dict = {}
+    for title in titles:
+        blocks = _blocks(title)
+        assert blocks, title
+        for code in blocks:
+            exec(compile(code, f"README.md: {title}", "exec"), namespace)
+    return namespace
+
+
+def test_your_own_flax_model_section_runs():
+    ns = _run(SECTIONS[0])
+    assert np.asarray(ns["maps"]).shape == (4, 32, 32)
+    assert np.asarray(ns["exact"]).shape == (4, 32, 32)
+    assert np.isfinite(np.asarray(ns["fused"])).all()
+
+
+def test_segmentation_detection_embeddings_section_runs():
+    ns = _run(SECTIONS[0], SECTIONS[2])
+    assert np.asarray(ns["maps"]).shape == (4, 32, 32)
+    assert np.abs(np.asarray(ns["maps"])).max() > 0
+
+
+@pytest.mark.slow
+def test_vision_transformers_section_runs():
+    ns = _run(SECTIONS[0], SECTIONS[1])
+    assert np.asarray(ns["maps"]).shape == (1, 224, 224)
