@@ -117,7 +117,8 @@ class MaskedScores:
     masked inputs (:class:`jaxcam._pipeline.Evidence` ``scores``).
 
     Attributes:
-      objective: the explained score (link "softmax" for "paper", "logit" otherwise).
+      objective: the explained score (link "softmax" for "paper" with a class target,
+        "logit" otherwise).
       variant: how masks and weights are built (module docstring).
       mode: "plain" (Score-CAM), "noisy" (SS-CAM: N(0, sigma^2) noise added to the
         masks, n_samples times) or "integrated" (IS-CAM: masks scaled by cumulative

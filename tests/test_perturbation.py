@@ -112,5 +112,10 @@ def test_score_cam_errors(tiny_split, tiny_x):
         jaxcam.score_cam(tiny_split, tiny_x, 0, baseline=np.full((16, 16, 3), np.nan))
     with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
         jaxcam.ss_cam(tiny_split, tiny_x, 0, key=jax.random.key(0), sigma=-1.0)
-    with pytest.raises(ValueError, match="callable target"):
-        jaxcam.score_cam(tiny_split, tiny_x, lambda s: s[:, 0])  # paper: a probability
+    # the paper's softmax applies to class targets; any other score is used as it is
+    raw = dict(upsample=False, normalize=False)
+    by_callable = jaxcam.score_cam(tiny_split, tiny_x, lambda s: s[:, 0], **raw)
+    np.testing.assert_allclose(by_callable, jaxcam.score_cam(
+        tiny_split, tiny_x, jaxcam.targets.class_logit(0), **raw), rtol=1e-5, atol=1e-6)
+    by_class = jaxcam.score_cam(tiny_split, tiny_x, 0, **raw)     # softmax: other weights
+    assert np.abs(by_callable - by_class).max() > 1e-3 * np.abs(by_callable).max()
