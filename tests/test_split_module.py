@@ -327,3 +327,18 @@ def test_nnx_submodule_bypassed_by_the_residual():
         jaxcam.grad_cam(jaxcam.split_module(model, "blocks/7"), x)
     with pytest.raises(TypeError, match="NNX model carries its own state"):
         jaxcam.split_module(model, state, "blocks/0")
+
+
+# --- the zoo's splits are cuts: split_module of the same network agrees
+
+@pytest.mark.parametrize("layer", ["layer3.1", "layer4.1"])
+def test_zoo_splits_agree_with_split_module(layer):
+    zoo = jaxcam.models.load("resnet18", layer=layer, weights="random")
+    net = jaxcam.models.info("resnet18").net
+    split = jaxcam.split_module(net, zoo.variables, layer, piecewise_linear_head=True)
+    x = _x(8, size=64)
+    np.testing.assert_allclose(split.activations(x), zoo.activations(x), **CLOSE)
+    for method, options in ((jaxcam.grad_cam, {}),
+                            (jaxcam.grad_cam_pp, {"derivatives": "exact"})):
+        np.testing.assert_allclose(method(split, x, 3, **options), method(zoo, x, 3, **options),
+                                   **CLOSE)
