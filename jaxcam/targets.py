@@ -447,7 +447,10 @@ class BoxScore(Target):
             compatible = pred_labels[:, None, :] == labels[:, :, None]
         held = jax.lax.stop_gradient(jnp.where(compatible, ious, -1.0))
         best = jnp.argmax(held, axis=-1)[..., None]                      # (B, M, 1)
-        pick = lambda v: jnp.take_along_axis(v, best, axis=-1)[..., 0]  # noqa: E731
+
+        def pick(v):                                                    # (B, M, N) -> (B, M)
+            return jnp.take_along_axis(v, best, axis=-1)[..., 0]
+
         matched = (pick(compatible) & (pick(held) > threshold[:, None]) & valid)
         value = pick(s) + pick(ious) if self.add_iou else pick(s)
         return jnp.sum(jnp.where(matched, value, jnp.zeros((), value.dtype)), axis=-1)

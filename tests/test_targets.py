@@ -24,20 +24,29 @@ def _prepared(target, outputs):
     return target.prepare(_spec(outputs))
 
 
+# one compiled program per configuration and shapes (cheaper than op-by-op dispatch)
+_call = jax.jit(lambda t, o: t(o))
+_grad = jax.jit(jax.grad(lambda o, t: jnp.sum(t(o)), allow_int=True))
+_iou = jax.jit(targets.box_iou)
+
+
 def _is_float(v) -> bool:
     return np.issubdtype(np.asarray(v).dtype, np.floating)
 
 
-def _fd_check(fn, outputs, eps=1e-6, rtol=1e-6):
-    """d/dt sum(fn(outputs + t u)) at 0 along random directions u of every float leaf:
-    the gradient against central differences (float64)."""
+def _fd_check(target, outputs, eps=1e-6, rtol=1e-6):
+    """d/dt sum(target(outputs + t u)) at 0 along random directions u of every float
+    leaf: the gradient against central differences (float64)."""
     leaves, tree = jax.tree_util.tree_flatten(outputs)
-    total = lambda o: jnp.sum(fn(o))  # noqa: E731
-    grads = jax.tree_util.tree_leaves(jax.grad(total, allow_int=True)(outputs))
+
+    def total(o):
+        return jnp.sum(_call(target, o))
+
+    grads = jax.tree_util.tree_leaves(_grad(outputs, target))
     for _ in range(2):
         dirs = [RNG.normal(size=np.shape(v)) if _is_float(v) else None for v in leaves]
 
-        def shift(s):
+        def shift(s, dirs=dirs):
             return jax.tree_util.tree_unflatten(
                 tree, [v + s * d if d is not None else v for v, d in zip(leaves, dirs)])
 
@@ -61,13 +70,13 @@ def test_class_scores_against_numpy(link, x64):
     logp = _log_softmax(s)
     table = {"logit": s, "softmax": np.exp(logp), "log_softmax": logp, "rest": s + logp}
     t = _prepared(targets.ClassScore(c, link), s)
-    np.testing.assert_allclose(t(jnp.asarray(s)), table[link][np.arange(3), c], rtol=1e-12)
+    np.testing.assert_allclose(_call(t, jnp.asarray(s)), table[link][np.arange(3), c], rtol=1e-12)
     _fd_check(t, jnp.asarray(s))
     # one class for every image, broadcast by prepare (and by an unprepared call)
     one = targets.ClassScore(3, link)
     np.testing.assert_allclose(_prepared(one, s)(jnp.asarray(s)), table[link][:, 3],
                                rtol=1e-12)
-    np.testing.assert_allclose(one(jnp.asarray(s)), table[link][:, 3], rtol=1e-12)
+    np.testing.assert_allclose(_call(one, jnp.asarray(s)), table[link][:, 3], rtol=1e-12)
 
 
 def test_class_constructors_and_output_selection(x64):
@@ -93,12 +102,12 @@ def test_segmentation_with_a_given_mask(x64):
     mask = RNG.random((4, 5)) > 0.5                                   # bool, (H, W)
     t = _prepared(targets.segmentation(c, mask), s)
     want = [(mask * s[b, :, :, c[b]]).sum() for b in range(2)]
-    np.testing.assert_allclose(t(jnp.asarray(s)), want, rtol=1e-12)
+    np.testing.assert_allclose(_call(t, jnp.asarray(s)), want, rtol=1e-12)
     _fd_check(t, jnp.asarray(s))
     weights = RNG.random((2, 4, 5))                                   # float, (B, H, W)
     t = _prepared(targets.segmentation(c, weights), s)
     want = [(weights[b] * s[b, :, :, c[b]]).sum() for b in range(2)]
-    np.testing.assert_allclose(t(jnp.asarray(s)), want, rtol=1e-12)
+    np.testing.assert_allclose(_call(t, jnp.asarray(s)), want, rtol=1e-12)
 
 
 def test_segmentation_softmax(x64):
@@ -107,7 +116,7 @@ def test_segmentation_softmax(x64):
     t = _prepared(targets.segmentation(3, mask, softmax=True), s)
     p = np.exp(_log_softmax(s))
     want = [(mask[b] * p[b, :, :, 3]).sum() for b in range(2)]
-    np.testing.assert_allclose(t(jnp.asarray(s)), want, rtol=1e-12)
+    np.testing.assert_allclose(_call(t, jnp.asarray(s)), want, rtol=1e-12)
     _fd_check(t, jnp.asarray(s))
 
 
@@ -124,18 +133,18 @@ def test_segmentation_over_the_predicted_pixels(x64):
         assert t.predicted and t.mask is None
         p = np.exp(_log_softmax(s)) if softmax else s
         want = [(left * p[0, :, :, 2]).sum(), ((1 - left) * p[1, :, :, 0]).sum()]
-        np.testing.assert_allclose(t(jnp.asarray(s)), want, rtol=1e-12)
+        np.testing.assert_allclose(_call(t, jnp.asarray(s)), want, rtol=1e-12)
         _fd_check(t, jnp.asarray(s))
     # the selection is held fixed: d Y / d S is the mask on class c, nothing elsewhere
     raw = _prepared(targets.segmentation(np.array([2, 1])), s)
-    g = np.asarray(jax.grad(lambda o: jnp.sum(raw(o)))(jnp.asarray(s)))
+    g = np.asarray(_grad(jnp.asarray(s), raw))
     want = np.zeros_like(s)
     want[0, :, :, 2] = left
     np.testing.assert_array_equal(g, want)          # class 1 is predicted nowhere
     # the mask follows the outputs the target is called on
     moved = s.copy()
     moved[0, :, :, 2] -= 10.0
-    assert float(raw(jnp.asarray(moved))[0]) == 0.0
+    assert float(_call(raw, jnp.asarray(moved))[0]) == 0.0
 
 
 # --- boxes
@@ -155,20 +164,20 @@ def test_box_iou_by_hand():
                    [0.0, 0.0, 2.0, 2.0],      # the same box
                    [0.5, 0.0, 1.5, 4.0],      # 2 / (4 + 4 - 2)
                    [5.0, 5.0, 5.0, 6.0]])     # no area, disjoint
-    np.testing.assert_allclose(targets.box_iou(a, b), [1 / 7, 0.0, 1.0, 1 / 3, 0.0],
+    np.testing.assert_allclose(_iou(a, b), [1 / 7, 0.0, 1.0, 1 / 3, 0.0],
                                rtol=1e-6)
     # two boxes with no area: 0, not 0 / 0
     z = jnp.array([[1.0, 1.0, 1.0, 1.0]])
-    assert float(targets.box_iou(z, z)[0]) == 0.0
+    assert float(_iou(z, z)[0]) == 0.0
     # broadcast (M, 1, 4) against (1, N, 4), symmetric
     p = RNG.random((3, 4)) * 5
     q = np.sort(RNG.random((5, 4)) * 5, axis=-1)[:, [0, 1, 2, 3]]
     p = np.concatenate([p[:, :2], p[:, :2] + 1 + p[:, 2:]], -1)
     q = np.concatenate([q[:, :2], q[:, :2] + 1 + q[:, 2:]], -1)
-    got = np.asarray(targets.box_iou(jnp.asarray(p)[:, None], jnp.asarray(q)[None]))
+    got = np.asarray(_iou(jnp.asarray(p)[:, None], jnp.asarray(q)[None]))
     want = np.array([[_np_iou(u, v) for v in q] for u in p])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(got.T, targets.box_iou(jnp.asarray(q)[:, None],
+    np.testing.assert_allclose(got.T, _iou(jnp.asarray(q)[:, None],
                                                       jnp.asarray(p)[None]), rtol=1e-6)
 
 
@@ -190,7 +199,7 @@ def test_box_matching_with_predicted_labels_by_hand(x64):
     labels = np.array([[1, 1, 2, 0]])
 
     def score(**kw):
-        return float(_prepared(targets.box_score(REF, labels, **kw), out)(out)[0])
+        return float(_call(_prepared(targets.box_score(REF, labels, **kw), out), out)[0])
 
     # R0 (label 1): P0 overlaps most but has label 0, so P1 (IoU .625 > .5) matches;
     # R1: P2 (.81); R2 (label 2): no prediction of that label, although P0 is the same
@@ -212,7 +221,7 @@ def test_box_matching_with_per_class_scores_by_hand(x64):
     labels = np.array([1, 1, 2, 0])                   # one box set for every image
 
     def score(**kw):
-        return float(_prepared(targets.box_score(REF[0], labels, **kw), out)(out)[0])
+        return float(_call(_prepared(targets.box_score(REF[0], labels, **kw), out), out)[0])
 
     # every prediction is compatible: R0 -> P0 (.8) at class 1; R1 -> P2 (.81);
     # R2 -> P0 (1) at class 2; R3 -> P0 at 1/3, below
@@ -272,9 +281,9 @@ def test_box_score_against_the_loop_and_central_differences(per_class, add_iou, 
     want = _np_box_score(ref, labels, valid, thr, pred, np.asarray(out["scores"]), plabels,
                          add_iou)
     assert np.count_nonzero(want) >= 2
-    np.testing.assert_allclose(t(out), want, rtol=1e-12)
+    np.testing.assert_allclose(_call(t, out), want, rtol=1e-12)
     _fd_check(t, out, eps=1e-7)
-    g = jax.grad(lambda o: jnp.sum(t(o)), allow_int=True)(out)
+    g = _grad(out, t)
     assert (float(np.abs(g["boxes"]).max()) > 0) == add_iou    # the IoU carries d/d boxes
 
 
@@ -297,7 +306,7 @@ def test_embedding_similarity_equals_torch_and_numpy(x64):
     e[3] *= 1e-10                   # norm below eps = 1e-8: the clamped norm
     r = RNG.normal(size=6)
     t = _prepared(targets.embedding_similarity(r), e)
-    got = np.asarray(t(jnp.asarray(e)))
+    got = np.asarray(_call(t, jnp.asarray(e)))
     want = cos(torch.from_numpy(e), torch.from_numpy(r)[None]).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     normal = [0, 1, 4]
@@ -309,14 +318,14 @@ def test_embedding_similarity_equals_torch_and_numpy(x64):
     refs = RNG.normal(size=(5, 6))
     refs[1] = 0.0
     t = _prepared(targets.embedding_similarity(refs), e)
-    np.testing.assert_allclose(t(jnp.asarray(e)),
+    np.testing.assert_allclose(_call(t, jnp.asarray(e)),
                                cos(torch.from_numpy(e), torch.from_numpy(refs)).numpy(),
                                rtol=1e-12, atol=1e-15)
     # gradients: central differences away from zero; at a zero embedding finite,
     # r / (eps |r|), as torch's
     ok = _prepared(targets.embedding_similarity(refs[[0, 2, 4]]), e[normal])
     _fd_check(ok, jnp.asarray(e[normal]))
-    g = np.asarray(jax.grad(lambda v: jnp.sum(t(v)))(jnp.asarray(e)))
+    g = np.asarray(_grad(jnp.asarray(e), t))
     x = torch.from_numpy(e).requires_grad_(True)
     cos(x, torch.from_numpy(refs)).sum().backward()
     np.testing.assert_allclose(g[[0, 2, 4]], x.grad.numpy()[[0, 2, 4]], rtol=1e-10)
@@ -358,10 +367,9 @@ def test_one_compilation_for_targets_of_one_configuration(case):
 
     a, b = _prepared(first, outputs), _prepared(second, outputs)
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    np.testing.assert_allclose(score(a, outputs), a(outputs), rtol=1e-6)
-    np.testing.assert_allclose(score(b, outputs), b(outputs), rtol=1e-6)
+    first, second = score(a, outputs), score(b, outputs)
     assert len(traces) == 1
-    assert not np.allclose(a(outputs), b(outputs))            # really another target
+    assert not np.allclose(first, second)                     # really another target
 
 
 def test_static_configuration_is_not_traced():
@@ -440,6 +448,26 @@ def test_prepare_under_a_callers_jit():
     with pytest.raises(ValueError, match=r"mask has shape \(4, 3\)"):
         seg(jnp.ones((4, 3)), pixels)
 
+    @jax.jit
+    def box(ref, labels, thr, o):
+        return targets.box_score(ref, labels, iou_threshold=thr).prepare(o)(o)
+
+    det = {"boxes": jnp.array([[[0.0, 0.0, 2.0, 2.0]]] * 2), "scores": jnp.ones((2, 1, 3))}
+    ref = jnp.array([[0.0, 0.0, 2.0, 2.0]])
+    np.testing.assert_allclose(box(ref, jnp.array([2]), jnp.float32(0.5), det), [2.0, 2.0])
+    # a traced label cannot be range-checked: out of range, the gather fills with NaN
+    assert np.isnan(box(ref, jnp.array([9]), jnp.float32(0.5), det)).all()
+    with pytest.raises(ValueError, match=r"box label has shape \(2,\)"):
+        box(jnp.zeros((1, 4)), jnp.array([0, 1]), jnp.float32(0.5), det)
+
+    @jax.jit
+    def emb(ref, o):
+        return targets.embedding_similarity(ref).prepare(o)(o)
+
+    np.testing.assert_allclose(emb(jnp.ones(3), jnp.ones((2, 3))), [1.0, 1.0], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"reference embedding has shape \(4,\)"):
+        emb(jnp.ones(4), jnp.ones((2, 3)))
+
 
 SEG = jax.ShapeDtypeStruct((2, 4, 4, 3), F32)
 LOGITS = jax.ShapeDtypeStruct((2, 5), F32)
@@ -451,8 +479,8 @@ BOX = np.zeros((1, 4))
 ERRORS = [
     # wrong output kind
     (lambda: targets.segmentation(1).prepare(LOGITS), ValueError,
-     r"segmentation needs per-pixel logits \(B, H, W, C\); the head returns shape \(2, 5\)"
-     r".*use an int class target"),
+     (r"segmentation needs per-pixel logits \(B, H, W, C\); the head returns shape \(2, 5\)"
+      r".*use an int class target")),
     (lambda: targets.class_logit(1).prepare(SEG), ValueError,
      r"class logits \(B, C\); the head returns shape \(2, 4, 4, 3\).*targets.segmentation"),
     (lambda: targets.class_logit(1).prepare({"a": LOGITS}), ValueError,
@@ -482,8 +510,8 @@ ERRORS = [
      r"unknown link 'exp'; expected one of \('logit', 'softmax', 'log_softmax', 'rest'\)"),
     # masks
     (lambda: targets.segmentation(1, np.ones((5, 4))).prepare(SEG), ValueError,
-     r"mask has shape \(5, 4\); expected \(H, W\) = \(4, 4\) or \(B, H, W\) = \(2, 4, 4\)"
-     r".*resize the mask to \(4, 4\)"),
+     (r"mask has shape \(5, 4\); expected \(H, W\) = \(4, 4\) or \(B, H, W\) = \(2, 4, 4\)"
+      r".*resize the mask to \(4, 4\)")),
     (lambda: targets.segmentation(1, np.ones((3, 4, 4))).prepare(SEG), ValueError,
      r"mask has shape \(3, 4, 4\)"),
     (lambda: targets.segmentation(1, np.array([["a"]])).prepare(SEG), TypeError,
@@ -501,8 +529,8 @@ ERRORS = [
      r"output must be None, a str \(a dict key\) or an int"),
     # embeddings
     (lambda: targets.embedding_similarity(np.ones(5)).prepare(EMB), ValueError,
-     r"reference embedding has shape \(5,\) \(dimension 5\), but the head returns "
-     r"embeddings \(B, D\) = \(2, 8\): pass a reference of shape \(8,\) or \(2, 8\)"),
+     (r"reference embedding has shape \(5,\) \(dimension 5\), but the head returns "
+      r"embeddings \(B, D\) = \(2, 8\): pass a reference of shape \(8,\) or \(2, 8\)")),
     (lambda: targets.embedding_similarity(np.ones((3, 8))).prepare(EMB), ValueError,
      r"reference embedding has shape \(3, 8\)"),
     # boxes
@@ -512,8 +540,8 @@ ERRORS = [
      r"no key 'logits'; available keys: 'boxes', 'scores'"),
     (lambda: targets.box_score(BOX, [0]).prepare(
         {"boxes": DET["boxes"], "scores": jax.ShapeDtypeStruct((2, 5), F32)}), ValueError,
-     r"scores \(B, N\) need the predicted labels.*no key 'labels'; available keys: "
-     r"'boxes', 'scores'"),
+     (r"scores \(B, N\) need the predicted labels.*no key 'labels'; available keys: "
+      r"'boxes', 'scores'")),
     (lambda: targets.box_score(BOX, [0]).prepare(
         {"boxes": DET["boxes"], "scores": jax.ShapeDtypeStruct((2, 5), F32),
          "labels": jax.ShapeDtypeStruct((2, 5), F32)}), TypeError,
@@ -527,8 +555,8 @@ ERRORS = [
     (lambda: targets.box_score(np.zeros((1, 3)), [0]).prepare(DET), ValueError,
      r"reference boxes have shape \(1, 3\); expected \(M, 4\) or \(B, M, 4\)"),
     (lambda: targets.box_score(np.zeros((3, 1, 4)), [0]).prepare(DET), ValueError,
-     r"reference boxes has shape \(3, 1, 4\); expected \(M, 4\) or \(B, M, 4\) = "
-     r"\(2, M, 4\)"),
+     (r"reference boxes has shape \(3, 1, 4\); expected \(M, 4\) or \(B, M, 4\) = "
+      r"\(2, M, 4\)")),
     (lambda: targets.box_score(np.zeros((2, 4)), [0]).prepare(DET), ValueError,
      r"box label has shape \(1,\); expected \(\) or \(2,\) or \(2, 2\)"),
     (lambda: targets.box_score(BOX, [0], valid=[1, 1]).prepare(DET), ValueError,
