@@ -17,6 +17,10 @@ from jaxcam import weighting as weighting
 from jaxcam._compare import DerivativeComparison as DerivativeComparison
 from jaxcam._compare import compare_derivatives as compare_derivatives
 from jaxcam._derivatives import pure_derivatives as pure_derivatives
+from jaxcam._devices import data_mesh as data_mesh
+from jaxcam._devices import padded_size as padded_size
+from jaxcam._devices import place as place
+from jaxcam._devices import shard_batch as shard_batch
 from jaxcam._explain import Augment as Augment
 from jaxcam._explain import augmentations as augmentations
 from jaxcam._methods import cam as cam
@@ -52,10 +56,11 @@ __version__ = "0.1.0"
 
 __all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split", "TokenGrid",
            "ablation_cam", "augmentations", "available_methods", "cam", "chunking",
-           "compare_derivatives", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
+           "compare_derivatives", "data_mesh", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
            "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
            "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
-           "method_info", "method_table", "models", "pure_derivatives", "score_cam",
-           "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam", "targets", "viz",
+           "method_info", "method_table", "models", "padded_size", "place", "pure_derivatives", "score_cam",
+           "shard_batch", "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam",
+           "targets", "viz",
            "weighting",
            "xgrad_cam"]

@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 from flax import nnx
 
+from jaxcam._devices import replicate
 from jaxcam._split import Split, TokenGrid
 
 
@@ -183,7 +184,7 @@ class _ModuleCut:
 
 
 def _split(run, variables, layer: str, options: dict, cut) -> Split:
-    return Split(variables=variables, features=_Features(run), head=_Head(run), layer=layer,
+    return Split(variables=replicate(variables), features=_Features(run), head=_Head(run), layer=layer,
                  head_takes_input=True, cut=cut, **options)
 
 

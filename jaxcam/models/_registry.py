@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
+from jaxcam._devices import replicate
 from jaxcam._modules import split_module
 from jaxcam._split import Split, TokenGrid
 from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
@@ -264,13 +265,14 @@ def load(name: str, *, layer: str | None = None,
     index = _split_index(model, layer)
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    variables = replicate(_resolve_weights(model, weights, seed))  # on the device, once
     if model.module is not None:
-        return _load_module(model, layer, _resolve_weights(model, weights, seed), activation)
+        return _load_module(model, layer, variables, activation)
     head_stages = model.stages[index + 1:]
     piecewise_linear = (activation in PIECEWISE_LINEAR_ACTIVATIONS
                         or not any(s.activates for s in head_stages))
     return Split(
-        variables=_resolve_weights(model, weights, seed),
+        variables=variables,
         features=_Stages(model.net, 0, index + 1),
         head=_Stages(model.net, index + 1, None, activation),
         layer=layer,
