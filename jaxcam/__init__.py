@@ -8,6 +8,7 @@ smoothing to any gradient method. The building blocks are public too:
 derivative engines) and :mod:`jaxcam.chunking` (bounded-memory evaluation of many items).
 """
 
+from jaxcam import batch as batch
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
 from jaxcam import models as models
@@ -16,6 +17,7 @@ from jaxcam import viz as viz
 from jaxcam import weighting as weighting
 from jaxcam._compare import DerivativeComparison as DerivativeComparison
 from jaxcam._compare import compare_derivatives as compare_derivatives
+from jaxcam._compare import compare_maps as compare_maps
 from jaxcam._derivatives import pure_derivatives as pure_derivatives
 from jaxcam._devices import data_mesh as data_mesh
 from jaxcam._devices import padded_size as padded_size
@@ -55,8 +57,8 @@ from jaxcam.models._layers import guided_relu as guided_relu
 __version__ = "0.1.0"
 
 __all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split", "TokenGrid",
-           "ablation_cam", "augmentations", "available_methods", "cam", "chunking",
-           "compare_derivatives", "data_mesh", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
+           "ablation_cam", "augmentations", "available_methods", "batch", "cam", "chunking",
+           "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
            "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
            "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
            "method_info", "method_table", "models", "padded_size", "place", "pure_derivatives", "score_cam",

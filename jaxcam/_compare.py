@@ -94,6 +94,22 @@ def relative_l2(x: Array, y: Array) -> Array:
     return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.where(num > 0, jnp.inf, 0.0))
 
 
+def compare_maps(x, y) -> dict[str, float]:
+    """How two maps of one image (h, w) agree: Spearman rank correlation, relative L2
+    difference ``|x - y| / |y|`` and IoU of their top 20 % pixels, as plain floats.
+
+    Example::
+
+        jaxcam.compare_maps(maps_exact[0], maps_approx[0])  # {"spearman": 0.98, ...}
+    """
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"compare_maps takes two maps (h, w) of the same shape; got "
+                         f"{x.shape} and {y.shape}")
+    return {"spearman": float(spearman(x, y)), "relative_l2": float(relative_l2(x, y)),
+            "iou_top20": float(top_iou(x, y))}
+
+
 @struct.dataclass
 class _Compare:
     exact: HeadDerivatives

@@ -1,5 +1,16 @@
-"""The ``jaxcam`` command line: ``demo``, ``explain IMAGE``, ``compare IMAGE``, ``models``,
-``methods``."""
+"""The jaxcam command line.
+
+  jaxcam demo                          the bundled photo: every main method and a grid
+  jaxcam explain PATH... [options]     photos and folders, in batches on every device
+  jaxcam grid IMAGE --method a,b,c     methods (and layers) side by side in one figure
+  jaxcam compare IMAGE                 exact vs closed-form Grad-CAM++ and Smooth Grad-CAM++
+  jaxcam convert MODEL CKPT -o OUT     a torchvision checkpoint to a .msgpack (no torch)
+  jaxcam models | layers MODEL | methods
+
+Errors are one line on stderr with exit status 2 (--debug shows the traceback). Compiled
+programs are cached in the jaxcam cache folder ($JAXCAM_CACHE or ~/.cache/jaxcam), so a
+second run does not compile again (--no-compile-cache turns that off).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -14,6 +26,27 @@ import numpy as np
 
 WEIGHTS_HELP = ("a torchvision .pth, a converted .msgpack, or 'random'; required for models "
                 "without bundled weights (efficientnet_lite0 has them)")
+DEMO_METHODS = ("grad_cam,grad_cam_pp,grad_cam_pp:exact,smooth_grad_cam_pp,xgrad_cam,"
+                "layer_cam,eigen_cam,ablation_cam")
+LINKS = ("logit", "exp", "softmax", "log_softmax")
+
+EXPLAIN_EPILOG = """examples:
+  jaxcam explain photo.jpg                                  # Grad-CAM, bundled Lite0
+  jaxcam explain photos/ --method grad_cam,grad_cam_pp:exact --top 3 --batch-size 32
+  jaxcam explain photos/ --model resnet50 --weights resnet50-0676ba61.pth --layer layer3,layer4
+  jaxcam explain photos/ --format both --out maps/ --resume  # go on after an interruption
+  jaxcam explain photos/ --distributed                       # one process per host
+
+Each photo gets an overlay on the original photo per (layer, method, class), optional raw
+maps (.npy, at the model's input size) and one line of OUT/results.jsonl: path, model,
+layer, method, class, name, probability, targets, top5, maps, seconds. A photo that cannot
+be read gets {"path", "error"} and the run goes on. Exit status: 0, 1 when some photos
+were skipped, 2 when nothing could be explained.
+
+Several hosts: start one process per host with --distributed (jax.distributed.initialize
+reads the cluster from SLURM, Open MPI or a TPU pod), or give --coordinator HOST:PORT
+--num-processes N --process-id I. Each process explains every N-th photo on its own
+devices and writes OUT/results-0000I-of-0000N.jsonl; --resume reads every shard."""
 
 
 def class_names() -> list[str]:
@@ -21,10 +54,15 @@ def class_names() -> list[str]:
     return json.loads(resources.files("jaxcam").joinpath("assets/imagenet_classes.json").read_text())
 
 
-def _top5(probs: np.ndarray, names: list[str] | None) -> str:
+def _names_for(n: int) -> tuple[str, ...] | None:
+    names = class_names()
+    return tuple(names) if len(names) == n else None
+
+
+def _top5(probs: np.ndarray, names) -> str:
     lines = []
-    for c in np.argsort(-probs)[:5]:
-        name = names[c] if names and len(names) == probs.shape[-1] else ""
+    for c in np.argsort(-probs, kind="stable")[:5]:
+        name = names[c] if names else ""
         lines.append(f"  {c:4d}  {probs[c]:6.1%}  {name}")
     return "\n".join(lines)
 
@@ -56,6 +94,20 @@ def _say(*lines: str) -> None:
         os.close(devnull)
 
 
+def _compile_cache(enabled: bool) -> None:
+    """JAX's persistent compilation cache in the jaxcam cache folder, for every program
+    (the default minimum of 1 s of compile time would skip most of them)."""
+    if not enabled:
+        return
+    import jax
+
+    from jaxcam.models import cache_dir
+
+    if jax.config.jax_compilation_cache_dir is None:      # the user's own setting wins
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _weights(model: str, weights: str | None) -> str | None:
     """The ``weights`` argument of ``jaxcam.models.load`` for a command line's --weights.
 
@@ -76,45 +128,209 @@ def _weights(model: str, weights: str | None) -> str | None:
     return weights
 
 
-def _explain(image_path, out_dir: Path, *, model: str, weights, layer, methods, target,
-             prefix: str, seed: int = 0) -> list[Path]:
+def _splits(model: str, weights, layers: str | None, mesh=None) -> tuple:
+    """The model split at each of the comma-separated ``layers`` (default: the model's
+    layer), its variables placed once on the devices of ``mesh``."""
+    import jaxcam
+
+    names = [s.strip() for s in layers.split(",") if s.strip()] if layers else [None]
+    first = jaxcam.models.load(model, layer=names[0], weights=_weights(model, weights))
+    first = jaxcam.place(first, mesh)
+    return (first, *(first.at(name) for name in names[1:]))
+
+
+def _input_shape(split) -> tuple[int, int, int]:
+    size = split.preprocess.size
+    return (size, size, 3)
+
+
+def _target(split, args) -> tuple[int | None, int]:
+    """(--class or None, --top), checked against the model's number of classes (found by
+    tracing the model only when there is something to check)."""
+    import jaxcam
+
+    top = getattr(args, "top", 1)
+    if args.target is None and top == 1:
+        return None, 1
+    n = jaxcam.batch.num_classes(split, _input_shape(split))
+    if args.target is not None and not 0 <= args.target < n:
+        raise ValueError(f"--class {args.target} is out of range: the model has {n} classes "
+                         f"(0..{n - 1})")
+    if not 1 <= top <= n:
+        raise ValueError(f"--top {top} must lie in 1..{n} (the model's classes)")
+    return args.target, top
+
+
+def _figure_maps(image, splits, specs, target, seed):
+    """One photo through the compiled batch program: (probs (C,), targets, maps)."""
     import jax
 
     import jaxcam
 
-    image = jaxcam.viz.read_image(image_path)
-    split = jaxcam.models.load(model, layer=layer, weights=_weights(model, weights))
-    x = split.preprocess(image)[None]
-    probs = np.asarray(jax.nn.softmax(split.logits(x), axis=-1))[0]
-    target = int(np.argmax(probs)) if target is None else target
-    overlays = {}
-    for method in methods:
-        info = jaxcam.method_info(method)
-        options = {"key": jax.random.key(seed)} if "key" in info.needs else {}
-        maps = info.function(split, x, target, **options)
-        if info.returns == "input_gradients":  # an image of gradients: show its magnitude
-            maps = jaxcam.weighting.normalize(np.abs(maps).sum(-1))
-        overlays[out_dir / f"{prefix}{method}_class{target}.png"] = jaxcam.viz.overlay(
-            image, np.asarray(maps[0]), preprocess=split.preprocess)
-    written = jaxcam.viz.write_all(overlays)  # files first: printing cannot stop them
-    _say(f"{model} on {image_path}, top-5 classes:", _top5(probs, class_names()),
-         f"explained class {target} at layer {split.layer!r}; wrote:",
-         *(f"  {path.resolve()}" for path in written))
-    return written
+    x = splits[0].preprocess(image)[None]
+    given = None if target is None else np.array([target], np.int32)
+    probs, targets, maps = jaxcam.batch.explain_step(splits, x, given, jax.random.key(seed),
+                                                     specs=specs, top=1)
+    return np.asarray(probs)[0], int(np.asarray(targets)[0, 0]), np.asarray(maps)[0, :, :, 0]
+
+
+def _grid_figure(image, splits, specs, maps):
+    import jaxcam
+
+    cells = [[jaxcam.viz.overlay(image, maps[li, mi], preprocess=splits[0].preprocess)
+              for mi in range(len(specs))] for li in range(len(splits))]
+    rows = [s.layer for s in splits] if len(splits) > 1 else None
+    return cells, jaxcam.viz.grid(cells, [s.label for s in specs], rows)
 
 
 def _demo(args) -> int:
+    import jaxcam
+
     photo = resources.files("jaxcam").joinpath("assets/chelsea.png")
     with resources.as_file(photo) as path:
-        _explain(path, Path(args.out), model="efficientnet_lite0", weights=None, layer=None,
-                 methods=("grad_cam", "grad_cam_pp"), target=None, prefix="chelsea_")
+        image = jaxcam.viz.read_image(path)
+    splits = _splits("efficientnet_lite0", None, None)
+    specs = jaxcam.batch.parse_methods(DEMO_METHODS)
+    probs, target, maps = _figure_maps(image, splits, specs, None, 0)
+    cells, figure = _grid_figure(image, splits, specs, maps)
+    out = Path(args.out)
+    files = {out / f"chelsea_{s.label}_class{target}.png": cells[0][i]
+             for i, s in enumerate(specs)}
+    files[out / f"chelsea_grid_class{target}.png"] = figure
+    written = jaxcam.viz.write_all(files)
+    names = _names_for(probs.shape[-1])
+    _say("efficientnet_lite0 on the bundled photo chelsea.png, top-5 classes:",
+         _top5(probs, names),
+         f"explained class {target} at layer {splits[0].layer!r} with "
+         f"{len(specs)} methods; wrote:", *(f"  {p.resolve()}" for p in written))
     return 0
 
 
+def _processes(args) -> tuple[int, int]:
+    """(this process's index, the number of processes): (0, 1) unless --distributed."""
+    if not (args.distributed or args.coordinator):
+        return 0, 1
+    import jax
+
+    options = {"coordinator_address": args.coordinator, "num_processes": args.num_processes,
+               "process_id": args.process_id}
+    jax.distributed.initialize(**{k: v for k, v in options.items() if v is not None})
+    return jax.process_index(), jax.process_count()
+
+
+def _progress(total: int):
+    """A rich progress bar (images/s, ETA) on stderr when it is a terminal, else None."""
+    if total == 0 or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed or 0:6.2f} img/s")
+
+    return Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
+                    Rate(""), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+def _warn(bar, line: str) -> None:
+    """A line on stderr, above the progress bar when there is one."""
+    if bar is not None:
+        bar.console.print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _explain_cmd(args) -> int:
-    _explain(args.image, Path(args.out), model=args.model, weights=args.weights,
-             layer=args.layer, methods=(args.method,), target=args.target,
-             prefix=f"{Path(args.image).stem}_", seed=args.seed)
+    import jaxcam
+
+    index, count = _processes(args)
+    photos = jaxcam.batch.find_images(args.paths)[index::count]
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    specs = jaxcam.batch.parse_methods(args.method, link=args.link,
+                                       derivatives=args.derivatives)
+    mesh = jaxcam.data_mesh()
+    splits = _splits(args.model, args.weights, args.layer, mesh)
+    target, top = _target(splits[0], args)
+    out = Path(args.out)
+    done = jaxcam.batch.done_paths(out) if args.resume else set()
+    photos = [p for p in photos if str(p.path.resolve()) not in done]
+    config = jaxcam.batch.RunConfig(
+        model=args.model, splits=splits, specs=specs, classes=target, top=top,
+        seed=args.seed, batch_size=args.batch_size, mesh=mesh, out=out,
+        formats=("png", "npy") if args.format == "both" else (args.format,),
+        class_names=tuple(class_names()))
+    results = jaxcam.batch.JsonLines(out / jaxcam.batch.results_name(index, count),
+                                     append=args.resume)
+    explained, skipped, waiting, last = 0, 0, [], None
+    t0 = time.perf_counter()
+    bar = _progress(len(photos))
+    task = bar.add_task("explain", total=len(photos)) if bar else None
+    try:
+        if bar:
+            bar.start()
+        for record in jaxcam.batch.explain_photos(photos, config):
+            if "error" in record:
+                skipped += 1
+                message = record["error"]
+                if Path(record["path"]).name not in message:
+                    message = f"{record['path']}: {message}"
+                _warn(bar, f"jaxcam: error: {message}")
+                waiting.append(record)        # written once a photo is explained
+            else:
+                explained += 1
+                for r in waiting + [record]:
+                    results.write(r)
+                waiting, last = [], record
+            if bar:
+                bar.advance(task)
+        if waiting and (explained or done):   # errors beside earlier results
+            for r in waiting:
+                results.write(r)
+    finally:
+        if bar:
+            bar.stop()
+        results.close()
+    seconds = time.perf_counter() - t0
+    if explained == 0 and skipped and not done:
+        sys.exit(2)                            # nothing written; the errors are printed
+    shard = f" (process {index + 1} of {count})" if count > 1 else ""
+    if explained == 1 and len(photos) == 1:
+        _say(f"{args.model} on {photos[0].path}, top-5 classes:",
+             *(f"  {t['class']:4d}  {t['probability']:6.1%}  {t['name']}"
+               for t in last["top5"]),
+             f"explained class {last['class']} at layer {last['layer']!r}; wrote:",
+             *(f"  {Path(m[f]).resolve()}" for m in last["maps"] for f in ("png", "npy")
+               if f in m))
+    else:
+        rate = explained / seconds if seconds > 0 else 0.0
+        _say(f"explained {explained} photos{shard} in {seconds:.1f} s ({rate:.2f} images/s)"
+             + (f", skipped {skipped}" if skipped else "")
+             + (" (nothing left to do: every photo is in the results)" if not photos else "")
+             + f"; results: {results.path.resolve()}")
+    return 1 if skipped else 0
+
+
+def _grid_cmd(args) -> int:
+    import jaxcam
+
+    image = jaxcam.viz.read_image(args.image)
+    specs = jaxcam.batch.parse_methods(args.method, link=args.link,
+                                       derivatives=args.derivatives)
+    splits = _splits(args.model, args.weights, args.layer)
+    target, _ = _target(splits[0], args)
+    probs, target, maps = _figure_maps(image, splits, specs, target, args.seed)
+    _, figure = _grid_figure(image, splits, specs, maps)
+    path = Path(args.out) / f"{Path(args.image).stem}_grid_class{target}.png"
+    written = jaxcam.viz.write_all({path: figure})
+    names = _names_for(probs.shape[-1])
+    _say(f"{args.model}, class {target} {names[target] if names else ''} "
+         f"({probs[target]:.1%}): {len(specs)} methods x {len(splits)} layers; wrote:",
+         f"  {written[0].resolve()}")
     return 0
 
 
@@ -124,37 +340,61 @@ def _compare(args) -> int:
     import jaxcam
 
     image = jaxcam.viz.read_image(args.image)
-    split = jaxcam.models.load(args.model, layer=args.layer,
-                               weights=_weights(args.model, args.weights),
-                               activation=args.activation)
+    split = jaxcam.place(jaxcam.models.load(args.model, layer=args.layer,
+                                            weights=_weights(args.model, args.weights),
+                                            activation=args.activation))
     x = split.preprocess(image)[None]
-    target = args.target
+    target, _ = _target(split, args)
     if target is None:
         target = int(np.argmax(np.asarray(split.logits(x))[0]))
     result = jaxcam.compare_derivatives(split, x, target, link=args.link,
                                         chunk_size=args.chunk_size)
-    jax.block_until_ready(result)
+    key = jax.random.key(args.seed)
+    smooth = {d: np.asarray(jaxcam.smooth_grad_cam_pp(
+        split, x, target, key=key, n_samples=args.n_samples, link=args.link,
+        derivatives=d, chunk_size=args.chunk_size))[0] for d in ("exact", "approx")}
     out, stem = Path(args.out), f"{Path(args.image).stem}_{args.link}_class{target}"
-    diff = np.abs(np.asarray(result.maps_exact[0]) - np.asarray(result.maps_approx[0]))
-    maps = {"exact": np.asarray(result.maps_exact[0]),
-            "approx": np.asarray(result.maps_approx[0]),
-            "difference": diff / diff.max() if diff.max() > 0 else diff}
+
+    def with_difference(exact, approx, prefix):
+        diff = np.abs(exact - approx)
+        return {f"{prefix}exact": exact, f"{prefix}approx": approx,
+                f"{prefix}difference": diff / diff.max() if diff.max() > 0 else diff}
+
+    maps = {**with_difference(np.asarray(result.maps_exact[0]),
+                              np.asarray(result.maps_approx[0]), ""),
+            **with_difference(smooth["exact"], smooth["approx"], "smooth_")}
     files = {out / f"{stem}_{name}.png": jaxcam.viz.overlay(image, m,
                                                             preprocess=split.preprocess)
              for name, m in maps.items()}
     stats = {"image": str(args.image), "model": args.model, "layer": split.layer,
              "activation": args.activation, "link": args.link, "class": target,
              "piecewise_linear_head": split.piecewise_linear_head,
-             "max_abs_map_difference": float(diff.max()),
-             **{k: v[0] for k, v in result.summary().items()}}
+             "max_abs_map_difference": float(np.abs(maps["exact"] - maps["approx"]).max()),
+             **{k: v[0] for k, v in result.summary().items()},
+             "smooth": {"n_samples": args.n_samples, "seed": args.seed,
+                        "max_abs_map_difference": float(np.abs(
+                            smooth["exact"] - smooth["approx"]).max()),
+                        **jaxcam.compare_maps(smooth["exact"], smooth["approx"])}}
     files[out / f"{stem}_stats.json"] = json.dumps(stats, indent=2) + "\n"
-    written = jaxcam.viz.write_all(files)  # all four or none; files first, then printing
+    written = jaxcam.viz.write_all(files)  # all or none; files first, then printing
     _say(f"exact vs closed-form Grad-CAM++, {args.model} at {split.layer!r}, link "
          f"{args.link!r}, class {target}:",
          *(f"  {key:16s} {stats[key]:.6g}"
            for key in ("spearman", "relative_l2", "iou_top20", "max_alpha_diff",
                        "kink_activations")),
+         f"Smooth Grad-CAM++ ({args.n_samples} noisy copies), exact vs closed form:",
+         *(f"  {key:16s} {stats['smooth'][key]:.6g}"
+           for key in ("spearman", "relative_l2", "iou_top20")),
          "wrote:", *(f"  {path.resolve()}" for path in written))
+    return 0
+
+
+def _convert(args) -> int:
+    from pretrained_ports.__main__ import main as convert
+
+    code = convert(["convert", args.model, args.checkpoint, "-o", args.output])
+    if code:
+        sys.exit(code)
     return 0
 
 
@@ -168,6 +408,15 @@ def _models(args) -> int:
         lines.append(f"{name:20s} default layer {info.default_layer:12s} "
                      f"{len(models.layers(name)):3d} layers  {weights}")
     _say(*lines)
+    return 0
+
+
+def _layers(args) -> int:
+    from jaxcam import models
+
+    default = models.default_layer(args.model)
+    _say(*(f"{name}{'   (default)' if name == default else ''}"
+           for name in models.layers(args.model)))
     return 0
 
 
@@ -186,52 +435,147 @@ def _methods(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _model_options(p, *, layers: str = "target layer (default: the model's)") -> None:
+    p.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
+    p.add_argument("--weights", default=None, help=WEIGHTS_HELP)
+    p.add_argument("--layer", default=None, help=layers)
+
+
+def _target_options(p, *, top: bool) -> None:
+    p.add_argument("--class", dest="target", type=int, default=None,
+                   help="class index to explain (default: the predicted class)")
+    if top:
+        p.add_argument("--top", type=int, default=1,
+                       help="explain each photo's K most probable classes (default 1)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of the methods that draw noise (default 0)")
+
+
+def _method_options(p, default: str) -> None:
+    p.add_argument("--method", default=default,
+                   help="comma-separated methods, e.g. grad_cam,grad_cam_pp:exact (see "
+                        f"`jaxcam methods`; default {default})")
+    p.add_argument("--link", default=None, choices=LINKS,
+                   help="the score explained, for the methods that take one (default: "
+                        "each method's own)")
+    p.add_argument("--derivatives", default=None, choices=("exact", "approx"),
+                   help="Grad-CAM++'s second and third derivatives: exact (autodiff) or the "
+                        "closed form g^2, g^3 (default approx)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     from jaxcam import available_methods
 
-    parser = _Parser(prog="jaxcam", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="explain the bundled cat photo with EfficientNet-Lite0")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    common.add_argument("--no-compile-cache", action="store_true",
+                        help="do not read or write the persistent compilation cache")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    def sub_parser(name, help, **kwargs):
+        return sub.add_parser(name, help=help, description=help, parents=[common],
+                              formatter_class=raw, **kwargs)
+
+    parser = _Parser(prog="jaxcam", description=__doc__, formatter_class=raw)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub_parser("demo", "explain the bundled cat photo with EfficientNet-Lite0's "
+                              "real weights: every main method and a grid figure",
+                      epilog="example:\n  jaxcam demo --out demo/")
     demo.add_argument("--out", default="jaxcam-demo", help="output folder (default ./jaxcam-demo)")
     demo.set_defaults(run=_demo)
-    explain = sub.add_parser("explain", help="explain your own photo")
-    explain.add_argument("image", help="a photo: PNG, JPEG, WebP, BMP or TIFF")
-    explain.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
-    explain.add_argument("--weights", default=None, help=WEIGHTS_HELP)
-    explain.add_argument("--layer", default=None, help="target layer (default: the model's)")
-    explain.add_argument("--method", default="grad_cam", choices=available_methods(),
-                         help="see `jaxcam methods`")
-    explain.add_argument("--seed", type=int, default=0,
-                         help="random seed of the methods that draw noise (default 0)")
-    explain.add_argument("--class", dest="target", type=int, default=None,
-                         help="class index to explain (default: the predicted class)")
-    explain.add_argument("--out", default="jaxcam-out", help="output folder")
+
+    explain = sub_parser("explain", "explain photos and folders of photos in batches",
+                         epilog=EXPLAIN_EPILOG)
+    explain.add_argument("paths", nargs="+", metavar="PATH",
+                         help="photos (PNG, JPEG, WebP, BMP, TIFF) and folders (recursive)")
+    _model_options(explain, layers="target layer, or several: L1,L2 (default: the model's)")
+    _method_options(explain, "grad_cam")
+    _target_options(explain, top=True)
+    explain.add_argument("--batch-size", type=int, default=8,
+                         help="photos per compiled call, split over the devices (default 8)")
+    explain.add_argument("--out", default="jaxcam-out", help="output folder (default "
+                                                             "./jaxcam-out)")
+    explain.add_argument("--format", default="png", choices=("png", "npy", "both"),
+                         help="overlays (png), raw maps (npy) or both (default png)")
+    explain.add_argument("--resume", action="store_true",
+                         help="skip the photos already in OUT/results*.jsonl")
+    explain.add_argument("--distributed", action="store_true",
+                         help="call jax.distributed.initialize() and explain this process's "
+                              "share of the photos")
+    explain.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                         help="jax.distributed coordinator address (implies --distributed)")
+    explain.add_argument("--num-processes", type=int, default=None)
+    explain.add_argument("--process-id", type=int, default=None)
     explain.set_defaults(run=_explain_cmd)
-    compare = sub.add_parser("compare", help="exact versus closed-form Grad-CAM++ on a photo")
+
+    grid = sub_parser("grid", "one figure: methods (columns) and layers (rows) side by side",
+                      epilog="examples:\n  jaxcam grid photo.jpg --method grad_cam,"
+                             "grad_cam_pp,grad_cam_pp:exact,score_cam\n  jaxcam grid photo.jpg "
+                             "--layer _blocks.10,_blocks.15,_swish --method grad_cam,layer_cam")
+    grid.add_argument("image", help="a photo: PNG, JPEG, WebP, BMP or TIFF")
+    _model_options(grid, layers="target layer, or several (rows): L1,L2")
+    _method_options(grid, "grad_cam,grad_cam_pp,layer_cam")
+    _target_options(grid, top=False)
+    grid.add_argument("--out", default="jaxcam-out", help="output folder")
+    grid.set_defaults(run=_grid_cmd)
+
+    compare = sub_parser("compare", "exact versus closed-form Grad-CAM++ and Smooth "
+                                    "Grad-CAM++ on a photo: maps, differences, statistics",
+                         epilog="examples:\n  jaxcam compare photo.jpg --link softmax\n"
+                                "  jaxcam compare photo.jpg --layer _blocks.15 --activation "
+                                "gelu --link exp")
     compare.add_argument("image", help="a photo: PNG, JPEG, WebP, BMP or TIFF")
-    compare.add_argument("--model", default="efficientnet_lite0", help="see `jaxcam models`")
-    compare.add_argument("--weights", default=None, help=WEIGHTS_HELP)
-    compare.add_argument("--layer", default=None, help="target layer (default: the model's)")
+    _model_options(compare)
     compare.add_argument("--activation", default="relu",
                          choices=("relu", "gelu", "silu", "softplus"),
                          help="activation after the split (smooth ones: a study tool)")
     compare.add_argument("--link", default="softmax",
                          choices=("exp", "softmax", "log_softmax", "logit"))
-    compare.add_argument("--class", dest="target", type=int, default=None)
+    _target_options(compare, top=False)
+    compare.add_argument("--n-samples", type=int, default=8,
+                         help="noisy copies of Smooth Grad-CAM++ (default 8)")
     compare.add_argument("--chunk-size", type=int, default=None,
                          help="directions per batch of the exact engines (memory)")
     compare.add_argument("--out", default="jaxcam-compare", help="output folder")
     compare.set_defaults(run=_compare)
-    sub.add_parser("models", help="list the model zoo").set_defaults(run=_models)
-    methods = sub.add_parser("methods", help="list the CAM methods")
+
+    convert = sub_parser("convert", "convert a torchvision checkpoint to a jaxcam .msgpack "
+                                    "(torch not needed)",
+                         epilog="example:\n  jaxcam convert resnet50 resnet50-0676ba61.pth "
+                                "-o resnet50.msgpack")
+    convert.add_argument("model", help="zoo model name, e.g. resnet50 (see `jaxcam models`)")
+    convert.add_argument("checkpoint", help="PyTorch checkpoint, e.g. resnet50-0676ba61.pth")
+    convert.add_argument("-o", "--output", required=True, help="output .msgpack path")
+    convert.set_defaults(run=_convert)
+
+    sub_parser("models", "list the model zoo").set_defaults(run=_models)
+    layers = sub_parser("layers", "list a model's layers (the default marked)",
+                        epilog="example:\n  jaxcam layers resnet50")
+    layers.add_argument("model", help="zoo model name (see `jaxcam models`)")
+    layers.set_defaults(run=_layers)
+    methods = sub_parser("methods", "list the CAM methods: " + ", ".join(available_methods()))
     methods.add_argument("--markdown", action="store_true",
                          help="print the README's Markdown table")
     methods.set_defaults(run=_methods)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        if args.command not in ("models", "layers", "methods", "convert"):
+            _compile_cache(not args.no_compile_cache)
         return args.run(args)
-    except (ValueError, OSError) as e:  # bad input: images, weights files, paths, options
-        _fail(str(e) or type(e).__name__)
+    except KeyboardInterrupt:
+        print("jaxcam: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:                    # bad input: images, weights, paths, options
+        if args.debug:
+            raise
+        if isinstance(e, (ValueError, OSError, TypeError)):
+            _fail(str(e) or type(e).__name__)
+        _fail(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
 
 
 if __name__ == "__main__":

@@ -281,6 +281,55 @@ def overlay(image, cam, alpha: float = 0.4, colormap: str = "jet",
     return out
 
 
+def _label(text: str, width: int, height: int) -> np.ndarray:
+    """A white strip (height, width, 3) with ``text`` centred in black, shrunk to fit."""
+    strip = np.full((height, width, 3), 255, np.uint8)
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1
+    (w, h), _ = cv2.getTextSize(text, font, scale, thick)
+    if w > width - 8:
+        scale *= (width - 8) / w
+        (w, h), _ = cv2.getTextSize(text, font, scale, thick)
+    cv2.putText(strip, text, ((width - w) // 2, (height + h) // 2), font, scale, (0, 0, 0),
+                thick, cv2.LINE_AA)
+    return strip
+
+
+def grid(cells, column_titles, row_titles=None, *, height: int = 224) -> np.ndarray:
+    """A figure: rows of images side by side, each scaled to ``height`` pixels, with a
+    title above each column and, when given, one left of each row.
+
+    Args:
+      cells: rows (a list per row) of RGB uint8 images; every row as long as the titles.
+      column_titles: one per column (e.g. the methods).
+      row_titles: one per row (e.g. the layers), or None.
+
+    Returns:
+      RGB uint8 (rows * (height + 28) + 28 ... , W, 3): white background, black titles.
+    """
+    rows = [[_check_image(c) for c in row] for row in cells]
+    if not rows or any(len(row) != len(column_titles) for row in rows):
+        raise ValueError(f"grid needs rows of {len(column_titles)} images (one per column "
+                         f"title); got rows of {[len(r) for r in rows]}")
+    if row_titles is not None and len(row_titles) != len(rows):
+        raise ValueError(f"grid got {len(row_titles)} row titles for {len(rows)} rows")
+    width = max(round(c.shape[1] * height / c.shape[0]) for row in rows for c in row)
+    pad, title = 4, 28
+    def cell(img):
+        w = round(img.shape[1] * height / img.shape[0])
+        out = np.full((height, width, 3), 255, np.uint8)
+        left = (width - w) // 2
+        out[:, left:left + w] = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
+        return np.pad(out, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
+    header = [_label(t, width + 2 * pad, title) for t in column_titles]
+    body = [np.concatenate([cell(c) for c in row], 1) for row in rows]
+    parts = [np.concatenate(header, 1)]
+    for r, row in enumerate(body):
+        if row_titles is not None:
+            parts.append(_label(row_titles[r], row.shape[1], title))
+        parts.append(row)
+    return np.concatenate(parts, 0)
+
+
 def encode_png(image) -> bytes:
     """An RGB uint8 image (H, W, 3) as the bytes of a PNG file."""
     image = _check_image(image)

@@ -1,0 +1,398 @@
+"""Explaining many photos: one compiled program per run, batches split over the devices.
+
+- :func:`find_images` walks files and folders (recursively) for PNG, JPEG, WebP, BMP and
+  TIFF photos, in a stable order, each with a unique output name.
+- :func:`parse_methods` reads ``grad_cam,grad_cam_pp:exact``: a method, optionally with
+  its derivatives (``:exact`` or ``:approx``).
+- :func:`explain_step` is the compiled program: the class probabilities, the targets (the
+  given class, or each image's top K) and every (layer, method, target) map of a batch,
+  in one ``jit``. Its shapes are fixed, so a run compiles once: the last, partial batch is
+  padded to the batch size.
+- :func:`explain_photos` streams photos through it: a background thread decodes and
+  preprocesses the next batches while the devices compute, another writes the overlays
+  (on the ORIGINAL photo) and raw maps of the previous one, so memory is bounded by a few
+  batches whatever the folder size. It yields one record per photo, in order; a photo
+  that cannot be read yields an error record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import inspect
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcam import viz
+from jaxcam._devices import padded_size, shard_batch
+from jaxcam._registry import available_methods, method_info
+from jaxcam._weighting import normalize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+DERIVATIVES = ("exact", "approx")
+
+
+# --- inputs
+
+@dataclasses.dataclass(frozen=True)
+class Photo:
+    """A photo to explain: its path, and its output name (relative, without suffix)."""
+
+    path: Path
+    name: str
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> list[Photo]:
+    """The photos under ``paths``: files as given, folders walked recursively for the
+    suffixes in :data:`IMAGE_SUFFIXES` (any case), sorted. A photo found twice is kept
+    once. Output names keep a folder's sub-folders (``sub/cat``); names that would
+    collide get the suffix (``cat_jpg``).
+
+    Raises:
+      ValueError: a path does not exist, or no photo was found.
+    """
+    found: dict[Path, Photo] = {}
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            files = sorted(f for f in root.rglob("*")
+                           if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            entries = [(f, f.relative_to(root).with_suffix("").as_posix()) for f in files]
+        elif root.is_file():
+            entries = [(root, root.stem)]
+        else:
+            raise ValueError(f"{given}: no such file or folder")
+        for path, name in entries:
+            found.setdefault(path.resolve(), Photo(path, name))
+    if not found:
+        raise ValueError(f"no photos ({', '.join(s[1:] for s in IMAGE_SUFFIXES)}) found in "
+                         f"{', '.join(map(str, paths))}")
+    photos, taken = [], set()
+    for photo in found.values():
+        name = photo.name
+        if name in taken:
+            name = f"{name}_{photo.path.suffix[1:].lower()}"
+        base, i = name, 2
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        photos.append(Photo(photo.path, name))
+    return photos
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """A registered method with fixed options (hashable: part of the compiled program).
+
+    Attributes:
+      name: the registered name.
+      options: sorted ``(option, value)`` pairs, e.g. ``(("derivatives", "exact"),)``.
+      label: how outputs name it: ``grad_cam_pp`` or ``grad_cam_pp-exact``.
+    """
+
+    name: str
+    options: tuple = ()
+    label: str = ""
+
+
+def _accepts(name: str, option: str) -> bool:
+    return option in inspect.signature(method_info(name).function).parameters
+
+
+def parse_methods(text: str, *, link: str | None = None,
+                  derivatives: str | None = None) -> tuple[MethodSpec, ...]:
+    """Methods from ``"grad_cam,grad_cam_pp:exact"``. ``link`` and ``derivatives`` apply
+    to every method that takes them; ``name:exact`` / ``name:approx`` sets one method's
+    derivatives.
+
+    Raises:
+      ValueError: an unknown method (naming close matches), or an option the method does
+        not take.
+    """
+    specs = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            continue
+        name, sep, mode = item.partition(":")
+        if name not in available_methods():
+            close = difflib.get_close_matches(name, available_methods(), n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ValueError(f"unknown method {name!r}: {hint}see `jaxcam methods` for all "
+                             f"{len(available_methods())}")
+        options = {}
+        if link is not None and _accepts(name, "link"):
+            options["link"] = link
+        if sep:
+            if mode not in DERIVATIVES:
+                raise ValueError(f"{item!r}: the derivatives are 'exact' or 'approx', got "
+                                 f"{mode!r}")
+            if not _accepts(name, "derivatives"):
+                raise ValueError(f"{item!r}: {name} has no higher-order derivatives to choose "
+                                 "(':exact' / ':approx' apply to grad_cam_pp and "
+                                 "smooth_grad_cam_pp)")
+            options["derivatives"] = mode
+        elif derivatives is not None and _accepts(name, "derivatives"):
+            options["derivatives"] = derivatives
+        label = f"{name}-{mode}" if sep else name
+        specs.append(MethodSpec(name, tuple(sorted(options.items())), label))
+    if not specs:
+        raise ValueError("no method given: e.g. --method grad_cam,grad_cam_pp")
+    labels = [s.label for s in specs]
+    if len(set(labels)) < len(labels):
+        raise ValueError(f"a method is given twice: {', '.join(labels)}")
+    return tuple(specs)
+
+
+# --- the compiled program
+
+def _map(spec: MethodSpec, split, x, classes, key):
+    info = method_info(spec.name)
+    options = dict(spec.options)
+    if "key" in info.needs:
+        options["key"] = key
+    maps = info.function(split, x, classes, **options)
+    if info.returns == "input_gradients":            # an image of gradients: its magnitude
+        maps = normalize(jnp.abs(maps).sum(-1))
+    return maps.astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("specs", "top"))
+def explain_step(splits: tuple, x, classes, key, *, specs: tuple[MethodSpec, ...],
+                 top: int = 1):
+    """One batch: ``(probabilities (B, C), targets (B, T), maps (B, L, M, T, H, W))``.
+
+    Args:
+      splits: the network split at each of L layers (the same variables).
+      x: preprocessed images (B, H, W, C).
+      classes: (B,) target classes, or None: each image's ``top`` most probable classes.
+      key: the ``jax.random`` key of the methods that draw noise.
+      specs: the M methods.
+    """
+    logits = splits[0].logits(x)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    targets = jax.lax.top_k(probs, top)[1] if classes is None else classes[:, None]
+    maps = [[[_map(spec, split, x, targets[:, t], key) for t in range(targets.shape[1])]
+             for spec in specs] for split in splits]
+    return probs, targets, jnp.stack([jnp.stack([jnp.stack(m, 1) for m in row], 1)
+                                      for row in maps], 1)
+
+
+def num_classes(split, size: tuple[int, int, int]) -> int:
+    """The number of classes of ``split``'s logits for one image of ``size`` (H, W, C)."""
+    out = jax.eval_shape(split.logits, jax.ShapeDtypeStruct((1, *size), jnp.float32))
+    if not hasattr(out, "shape") or len(out.shape) != 2:
+        raise ValueError("the command line explains class logits (B, C); this head returns "
+                         f"{jax.tree_util.tree_map(lambda v: v.shape, out)}")
+    return int(out.shape[-1])
+
+
+# --- the stream
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """What :func:`explain_photos` computes and writes.
+
+    Attributes:
+      model: the model's name, for the records.
+      splits: the network split at each layer (variables placed on ``mesh``).
+      specs: the methods.
+      classes: the class to explain in every image, or None for each image's top ``top``.
+      top: how many of each image's most probable classes to explain (classes None).
+      seed: the seed of the methods that draw noise.
+      batch_size: images per compiled call (rounded up to a multiple of the devices).
+      mesh: the devices a batch is split over (:func:`jaxcam.data_mesh`), or None.
+      out: the output folder.
+      formats: which files to write per map: ``("png",)``, ``("npy",)`` or both.
+      class_names: names of the classes by index (used when the model has as many
+        classes), or None.
+    """
+
+    model: str
+    splits: tuple
+    specs: tuple[MethodSpec, ...]
+    classes: int | None = None
+    top: int = 1
+    seed: int = 0
+    batch_size: int = 8
+    mesh: object = None
+    out: Path = Path("jaxcam-out")
+    formats: tuple[str, ...] = ("png",)
+    class_names: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass
+class _Loaded:
+    photo: Photo
+    image: np.ndarray | None = None
+    x: np.ndarray | None = None
+    error: str | None = None
+
+
+def _load(photos: Sequence[Photo], preprocess: Callable) -> list[_Loaded]:
+    loaded = []
+    for photo in photos:
+        try:
+            image = viz.read_image(photo.path)
+            loaded.append(_Loaded(photo, image, np.asarray(preprocess(image), np.float32)))
+        except (ValueError, OSError) as e:
+            loaded.append(_Loaded(photo, error=" ".join(str(e).split()) or type(e).__name__))
+    return loaded
+
+
+def _name(config: RunConfig, c: int, n: int) -> str:
+    names = config.class_names
+    return names[c] if names is not None and len(names) == n else ""
+
+
+def _npy(m: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, m, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write(config: RunConfig, items: list[_Loaded], probs, targets, maps, t0: float
+           ) -> list[dict]:
+    """Writes every map of the batch's photos and returns their records."""
+    layers = [s.layer for s in config.splits]
+    preprocess = config.splits[0].preprocess
+    records = []
+    for b, item in enumerate(items):
+        files, entries = {}, []
+        for li, layer in enumerate(layers):
+            for mi, spec in enumerate(config.specs):
+                for t, c in enumerate(targets[b]):
+                    stem = "_".join([item.photo.name] + ([layer] if len(layers) > 1 else [])
+                                    + [spec.label, f"class{int(c)}"])
+                    entry = {"layer": layer, "method": spec.label, "class": int(c)}
+                    m = maps[b, li, mi, t]
+                    if "png" in config.formats:
+                        path = config.out / f"{stem}.png"
+                        files[path] = viz.overlay(item.image, m, preprocess=preprocess)
+                        entry["png"] = str(path)
+                    if "npy" in config.formats:
+                        path = config.out / f"{stem}.npy"
+                        files[path] = _npy(m)
+                        entry["npy"] = str(path)
+                    entries.append(entry)
+        viz.write_all(files)                          # a photo's files: all or none
+        p = probs[b]
+        top5 = np.argsort(-p, kind="stable")[:5]
+        chosen = [int(c) for c in targets[b]]
+        records.append({
+            "path": str(item.photo.path.resolve()),
+            "model": config.model,
+            "layer": ",".join(layers),
+            "method": ",".join(s.label for s in config.specs),
+            "class": chosen[0], "name": _name(config, chosen[0], p.size),
+            "probability": float(p[chosen[0]]),
+            "targets": [{"class": c, "name": _name(config, c, p.size), "probability": float(p[c])}
+                        for c in chosen],
+            "top5": [{"class": int(c), "name": _name(config, int(c), p.size),
+                      "probability": float(p[c])} for c in top5],
+            "maps": entries,
+        })
+    seconds = (time.perf_counter() - t0) / max(len(items), 1)
+    for record in records:
+        record["seconds"] = round(seconds, 6)
+    return records
+
+
+def explain_photos(photos: Sequence[Photo], config: RunConfig) -> Iterator[dict]:
+    """Explains ``photos`` in batches; yields one record per photo, in order: the JSONL
+    line of a photo explained (its files written), or ``{"path", "error"}``."""
+    size = padded_size(min(config.batch_size, max(len(photos), 1)), config.mesh)
+    chunks = [photos[i:i + size] for i in range(0, len(photos), size)]
+    preprocess = config.splits[0].preprocess
+    key = jax.random.key(config.seed)
+    given = None if config.classes is None else np.full(size, config.classes, np.int32)
+    with ThreadPoolExecutor(1, "jaxcam-read") as reader, \
+            ThreadPoolExecutor(1, "jaxcam-write") as writer:
+        ahead = [reader.submit(_load, chunk, preprocess) for chunk in chunks[:2]]
+        pending: Future | None = None
+        for i in range(len(chunks)):
+            loaded = ahead.pop(0).result()
+            if i + 2 < len(chunks):
+                ahead.append(reader.submit(_load, chunks[i + 2], preprocess))
+            t0 = time.perf_counter()
+            good = [item for item in loaded if item.error is None]
+            results = None
+            if good:
+                x = np.stack([item.x for item in good])
+                x = np.concatenate([x, np.repeat(x[:1], size - len(good), 0)])  # pad
+                if config.mesh is not None:
+                    x = shard_batch(x, config.mesh)
+                results = explain_step(config.splits, x, given, key, specs=config.specs,
+                                       top=config.top)
+            if pending is not None:                   # the previous batch, written
+                yield from pending.result()
+            if results is not None:
+                probs, targets, maps = (np.asarray(r)[:len(good)] for r in results)
+                pending = writer.submit(_batch_records, config, loaded, good, probs,
+                                        targets, maps, t0)
+            else:
+                pending = writer.submit(_batch_records, config, loaded, [], None, None,
+                                        None, t0)
+        if pending is not None:
+            yield from pending.result()
+
+
+def _batch_records(config, loaded, good, probs, targets, maps, t0) -> list[dict]:
+    written = iter(_write(config, good, probs, targets, maps, t0) if good else [])
+    return [{"path": str(item.photo.path.resolve()), "error": item.error}
+            if item.error is not None else next(written) for item in loaded]
+
+
+# --- results.jsonl
+
+def results_name(process: int = 0, processes: int = 1) -> str:
+    """``results.jsonl``, or each process's shard ``results-00001-of-00002.jsonl``."""
+    return ("results.jsonl" if processes == 1
+            else f"results-{process:05d}-of-{processes:05d}.jsonl")
+
+
+def done_paths(out: Path) -> set[str]:
+    """The paths explained in ``out``'s results files (every shard; error records and a
+    line cut short by a killed run do not count)."""
+    done = set()
+    for path in sorted(Path(out).glob("results*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "error" not in record and "path" in record:
+                done.add(record["path"])
+    return done
+
+
+class JsonLines:
+    """Appends records to a JSONL file, one flushed line each; the file is created at the
+    first record, so a run that explains nothing leaves no file behind."""
+
+    def __init__(self, path: Path, *, append: bool):
+        self.path, self.append, self.file = Path(path), append, None
+
+    def write(self, record: dict) -> None:
+        if self.file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            cut = (self.append and self.path.exists() and self.path.stat().st_size > 0
+                   and not self.path.read_bytes().endswith(b"\n"))
+            self.file = open(self.path, "a" if self.append else "w", encoding="utf-8")
+            if cut:                                   # a line cut short by a killed run
+                self.file.write("\n")
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

@@ -1,0 +1,28 @@
+"""Explaining many photos in batches over every device (what ``jaxcam explain`` runs).
+
+Example::
+
+    split = jaxcam.models.load("efficientnet_lite0")
+    config = jaxcam.batch.RunConfig("efficientnet_lite0", (jaxcam.place(split),),
+                                    jaxcam.batch.parse_methods("grad_cam"), out=Path("out"))
+    for record in jaxcam.batch.explain_photos(jaxcam.batch.find_images(["photos/"]), config):
+        print(record["path"], record.get("class"), record.get("error"))
+"""
+
+from jaxcam._batch import DERIVATIVES as DERIVATIVES
+from jaxcam._batch import IMAGE_SUFFIXES as IMAGE_SUFFIXES
+from jaxcam._batch import JsonLines as JsonLines
+from jaxcam._batch import MethodSpec as MethodSpec
+from jaxcam._batch import Photo as Photo
+from jaxcam._batch import RunConfig as RunConfig
+from jaxcam._batch import done_paths as done_paths
+from jaxcam._batch import explain_photos as explain_photos
+from jaxcam._batch import explain_step as explain_step
+from jaxcam._batch import find_images as find_images
+from jaxcam._batch import num_classes as num_classes
+from jaxcam._batch import parse_methods as parse_methods
+from jaxcam._batch import results_name as results_name
+
+__all__ = ["DERIVATIVES", "IMAGE_SUFFIXES", "JsonLines", "MethodSpec", "Photo", "RunConfig",
+           "done_paths", "explain_photos", "explain_step", "find_images", "num_classes",
+           "parse_methods", "results_name"]
