@@ -278,11 +278,11 @@ def _write(config: RunConfig, items: list[_Loaded], probs, targets, maps, t0: fl
                     if "png" in config.formats:
                         path = config.out / f"{stem}.png"
                         files[path] = viz.overlay(item.image, m, preprocess=preprocess)
-                        entry["png"] = str(path)
+                        entry["png"] = str(path.resolve())
                     if "npy" in config.formats:
                         path = config.out / f"{stem}.npy"
                         files[path] = _npy(m)
-                        entry["npy"] = str(path)
+                        entry["npy"] = str(path.resolve())
                     entries.append(entry)
         viz.write_all(files)                          # a photo's files: all or none
         p = probs[b]
