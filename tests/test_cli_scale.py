@@ -159,25 +159,6 @@ def test_grid_puts_methods_and_layers_side_by_side(tmp_path):
     assert figure.shape[0] == 28 + 2 * (28 + 224 + 8)        # titles, two rows
 
 
-@pytest.mark.slow
-def test_demo_writes_every_main_method_and_a_grid(tmp_path):
-    run = _ok(_jaxcam("demo", "--out", "d", cwd=tmp_path))
-    names = sorted(p.name for p in (tmp_path / "d").iterdir())
-    assert len(names) == 9 and "chelsea_grid_class282.png" in names
-    assert "chelsea_grad_cam_pp-exact_class282.png" in names and "tiger cat" in run.stdout
-
-
-@pytest.mark.slow
-def test_compare_adds_smooth_grad_cam_pp(tmp_path):
-    _ok(_jaxcam("compare", str(ASSETS / "coffee.png"), "--n-samples", "2", "--out", "c",
-                cwd=tmp_path))
-    stats = json.loads((tmp_path / "c" / "coffee_softmax_class967_stats.json").read_text())
-    assert set(stats["smooth"]) == {"n_samples", "seed", "max_abs_map_difference",
-                                    "spearman", "relative_l2", "iou_top20"}
-    assert stats["smooth"]["n_samples"] == 2 and -1 <= stats["smooth"]["spearman"] <= 1
-    assert len(list((tmp_path / "c").glob("*_smooth_*.png"))) == 3
-
-
 def test_listings(tmp_path):
     layers = _ok(_jaxcam("layers", "resnet18", cwd=tmp_path)).stdout.splitlines()
     assert "layer4   (default)" in layers and "layer3" in layers

@@ -99,20 +99,25 @@ def test_demo_writes_overlays_of_the_original_photo(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "282" in run.stdout and "tiger cat" in run.stdout
     written = sorted((tmp_path / "jaxcam-demo").glob("*.png"))
-    assert [p.name for p in written] == ["chelsea_grad_cam_class282.png",
-                                         "chelsea_grad_cam_pp_class282.png"]
+    methods = ("ablation_cam", "eigen_cam", "grad_cam", "grad_cam_pp", "grad_cam_pp-exact",
+               "layer_cam", "smooth_grad_cam_pp", "xgrad_cam")
+    assert [p.name for p in written] == sorted(
+        [f"chelsea_{m}_class282.png" for m in methods] + ["chelsea_grid_class282.png"])
     for p in written:
-        assert viz.read_image(p).shape == (300, 451, 3)
         assert str(p.resolve()) in run.stdout
+        if "grid" not in p.name:
+            assert viz.read_image(p).shape == (300, 451, 3)
+    grid = viz.read_image(tmp_path / "jaxcam-demo" / "chelsea_grid_class282.png")
+    assert grid.shape[1] == len(methods) * (round(451 * 224 / 300) + 8)
 
 
 @pytest.mark.slow
 def test_explain_errors_are_clear_and_write_nothing(tmp_path, assets):
     run = _jaxcam("explain", str(assets / "coffee.png"), "--class", "1000", "--out", "o",
                   cwd=tmp_path)
-    assert run.returncode == 2 and "out of range" in run.stderr and "[0, 999]" in run.stderr
+    assert run.returncode == 2 and "out of range" in run.stderr and "(0..999)" in run.stderr
     run = _jaxcam("explain", "nope.jpg", cwd=tmp_path)
-    assert run.returncode == 2 and "no image" in run.stderr
+    assert run.returncode == 2 and "nope.jpg: no such file or folder" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "o").exists()
 
@@ -121,13 +126,18 @@ def test_explain_errors_are_clear_and_write_nothing(tmp_path, assets):
 def test_compare_command_writes_overlays_and_statistics(tmp_path, assets):
     import json
 
-    run = _jaxcam("compare", str(assets / "coffee.png"), "--link", "softmax", "--out", "c",
-                  cwd=tmp_path)
+    run = _jaxcam("compare", str(assets / "coffee.png"), "--link", "softmax", "--n-samples",
+                  "2", "--out", "c", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     files = sorted(p.name for p in (tmp_path / "c").iterdir())
     assert files == [f"coffee_softmax_class967_{n}" for n in
-                     ("approx.png", "difference.png", "exact.png", "stats.json")]
+                     ("approx.png", "difference.png", "exact.png", "smooth_approx.png",
+                      "smooth_difference.png", "smooth_exact.png", "stats.json")]
     stats = json.loads((tmp_path / "c" / "coffee_softmax_class967_stats.json").read_text())
     assert stats["class"] == 967 and stats["link"] == "softmax"
     assert -1 <= stats["spearman"] <= 1 and 0 <= stats["iou_top20"] <= 1
     assert stats["max_alpha_diff"] > 0
+    smooth = stats["smooth"]                     # Smooth Grad-CAM++, exact vs closed form
+    assert set(smooth) == {"n_samples", "seed", "max_abs_map_difference", "spearman",
+                           "relative_l2", "iou_top20"}
+    assert smooth["n_samples"] == 2 and -1 <= smooth["spearman"] <= 1
