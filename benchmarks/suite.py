@@ -1,0 +1,493 @@
+"""The benchmark suite: every method jit-compiled, beside its baselines and the peers.
+
+    python -m benchmarks run --suite quick --out results.json     # (also: jaxcam bench)
+    python -m benchmarks run --models resnet50 --methods grad_cam,grad_cam_pp:exact \\
+        --batch-sizes 1,8,32 --size 224
+
+For each (model, layer, method, options, batch size) and library, a row of:
+
+- ``compile_s``: the first call (trace + compile + run), apart from the steady state;
+- ``median_s`` / ``min_s`` / ``max_s`` over ``repeats`` (>= 10) calls after one warm-up,
+  each ended with ``jax.block_until_ready`` (the peers: their own synchronous calls);
+- ``images_per_s``: batch size / median;
+- ``peak_memory_bytes``: the device's peak bytes in use (an accelerator), or on the CPU
+  the peak resident set size above the one before the case, sampled every 2 ms while the
+  case runs (``memory_kind`` says which);
+- ``baseline``: the floor in the same process: the plain forward of the same model and
+  batch for gradient methods, the K masked images through the batched forward for the
+  Score-CAM family (K = the layer's channels, measured on one chunk of ``mask_chunk``
+  images and scaled), the closed form for exact Grad-CAM++; ``ratio`` is median / floor;
+- ``agreement``: for a peer row, the mean Pearson correlation between the peer's maps and
+  jaxcam's (both at the input size), so that speed is never compared between different
+  computations.
+
+The peers (pytorch-grad-cam, torch-cam, when installed) run on PyTorch reference models
+carrying the same weights (``tests/torch_reference.py``: a seeded PyTorch model, saved as
+a checkpoint and loaded into jaxcam through its converter), on the same inputs, with
+PyTorch's threads set to the cores XLA uses.
+
+The JSON document (``SCHEMA_VERSION``): ``{"schema", "suite", "environment": {...},
+"rows": [row, ...]}``, each row with the keys of ``ROW_KEYS``; :func:`validate` checks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_VERSION = 1
+ROW_KEYS = ("model", "layer", "size", "method", "options", "batch_size", "library",
+            "compile_s", "median_s", "min_s", "max_s", "repeats", "images_per_s",
+            "peak_memory_bytes", "memory_kind", "baseline", "agreement")
+ENVIRONMENT_KEYS = ("device", "platform", "cpu_count", "torch_threads", "python", "jax",
+                    "jaxlib", "flax", "torch", "pytorch_grad_cam", "torchcam", "commit")
+
+# jaxcam method -> the peer's class (the methods they share)
+PGC = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMPlusPlus", "xgrad_cam": "XGradCAM",
+       "layer_cam": "LayerCAM", "hires_cam": "HiResCAM", "eigen_cam": "EigenCAM",
+       "grad_cam_elementwise": "GradCAMElementWise", "score_cam": "ScoreCAM"}
+TORCHCAM = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMpp", "xgrad_cam": "XGradCAM",
+            "layer_cam": "LayerCAM"}
+# zoo model -> (its torch reference, the torch module of the default layer, torch-cam's name)
+TORCH_MODELS = {
+    "resnet18": (lambda r: r.resnet(18), lambda m: m.layer4[-1], "layer4"),
+    "resnet50": (lambda r: r.resnet(50), lambda m: m.layer4[-1], "layer4"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model: str
+    layer: str
+    size: int
+    method: str                  # a jaxcam.batch method spec: grad_cam_pp:exact
+    batch_size: int
+    options: tuple = ()          # extra keyword options, e.g. (("n_samples", 8),)
+    peers: bool = True
+
+
+def _cases(models, methods, batch_sizes, size, extra=None) -> list[Case]:
+    import jaxcam
+
+    out = []
+    for model in models:
+        layer = jaxcam.models.default_layer(model)
+        for method in methods:
+            for b in batch_sizes:
+                out.append(Case(model, layer, size, method, b,
+                                tuple(sorted((extra or {}).get(method.partition(":")[0],
+                                                               {}).items()))))
+    return out
+
+
+SUITES = {
+    # about 5 minutes on 2 CPU cores
+    "quick": lambda: _cases(
+        ["resnet18"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
+                       "layer_cam", "smooth_grad_cam_pp"], [1, 8], 112,
+        {"smooth_grad_cam_pp": {"n_samples": 8}})
+    + _cases(["resnet18"], ["score_cam"], [1], 112, {"score_cam": {"mask_chunk": 64}}),
+    "full": lambda: _cases(
+        ["resnet50"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
+                       "layer_cam", "hires_cam", "eigen_cam", "smooth_grad_cam_pp"],
+        [1, 8, 32], 224, {"smooth_grad_cam_pp": {"n_samples": 25}})
+    + _cases(["resnet50"], ["score_cam", "ablation_cam"], [1], 224,
+             {"score_cam": {"mask_chunk": 64}})
+    + _cases(["vgg16"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact"], [1, 8], 224),
+}
+
+
+# --- measuring
+
+class PeakMemory:
+    """Peak memory while a block runs: the device's ``peak_bytes_in_use`` where the
+    backend reports it, else the process's resident set size sampled every 2 ms, less the
+    one before the block."""
+
+    def __init__(self):
+        import jax
+
+        stats = jax.devices()[0].memory_stats() if jax.devices()[0].platform != "cpu" else None
+        self.kind = "device_peak" if stats and "peak_bytes_in_use" in stats else "rss_above_start"
+        self.peak = 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.kind == "rss_above_start":
+            self._start, self._top, self._stop = self._rss(), 0, threading.Event()
+
+            def sample():
+                while not self._stop.is_set():
+                    self._top = max(self._top, self._rss())
+                    self._stop.wait(0.002)
+
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "rss_above_start":
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._top, self._rss()) - self._start
+        else:
+            import jax
+
+            self.peak = int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
+
+
+def _time(fn, repeats: int) -> dict:
+    """compile_s (the first call), one warm-up, then ``repeats`` timed calls."""
+    t0 = time.perf_counter()
+    out = fn()
+    compile_s = time.perf_counter() - t0
+    fn()
+    times = []
+    with PeakMemory() as memory:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return {"compile_s": compile_s, "median_s": statistics.median(times),
+            "min_s": min(times), "max_s": max(times), "repeats": repeats,
+            "peak_memory_bytes": int(memory.peak), "memory_kind": memory.kind,
+            "output": out}
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over images of the Pearson correlation of two batches of maps (B, H, W)."""
+    import cv2
+
+    values = []
+    for x, y in zip(a, b):
+        if y.shape != x.shape:
+            y = cv2.resize(np.asarray(y, np.float32), x.shape[::-1],
+                           interpolation=cv2.INTER_LINEAR)
+        x, y = x.ravel() - x.mean(), y.ravel() - y.mean()
+        den = np.linalg.norm(x) * np.linalg.norm(y)
+        values.append(float(x @ y / den) if den > 0 else float(np.allclose(x, y)))
+    return float(np.mean(values))
+
+
+# --- the libraries
+
+class Setup:
+    """One model at one input size: jaxcam's split and, when torch is importable, the
+    PyTorch reference carrying the same weights."""
+
+    def __init__(self, model: str, layer: str, size: int, seed: int = 0):
+        import jaxcam
+
+        self.model, self.layer, self.size = model, layer, size
+        self.torch_model = self.torch_layer = self.torchcam_layer = None
+        if model in TORCH_MODELS and _importable("torch"):
+            import torch
+
+            sys.path.insert(0, str(REPO / "tests"))
+            reference = importlib.import_module("torch_reference")
+            build, layer_of, self.torchcam_layer = TORCH_MODELS[model]
+            self.torch_model = reference.randomize_(build(reference), seed=seed).eval()
+            self.torch_layer = layer_of(self.torch_model)
+            torch.set_num_threads(os.cpu_count() or 1)
+            with tempfile.TemporaryDirectory() as tmp:
+                weights = Path(tmp) / f"{model}.pth"
+                torch.save(self.torch_model.state_dict(), weights)
+                split = jaxcam.models.load(model, layer=layer, weights=weights)
+        else:
+            split = jaxcam.models.load(model, layer=layer, weights="random", seed=seed)
+        self.split = jaxcam.place(split)
+
+    def inputs(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(batch)
+        x = rng.normal(size=(batch, self.size, self.size, 3)).astype(np.float32)
+        return x, (np.arange(batch) * 7 + 3).astype(np.int32) % 1000
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:                    # noqa: BLE001 - any import failure: not available
+        return False
+
+
+def _pytorch_grad_cam():
+    """``pytorch_grad_cam``, imported over the test stand-in of torchvision where the real
+    one is missing (it cannot load beside the CPU build of torch); None if not installed."""
+    saved = list(sys.path)
+    try:
+        importlib.import_module("torchvision")
+    except Exception:                    # noqa: BLE001 - missing or unloadable
+        sys.path.insert(0, str(REPO / "tests" / "_torchvision_standin"))
+    try:
+        return importlib.import_module("pytorch_grad_cam")
+    except Exception:                    # noqa: BLE001 - not installed
+        return None
+    finally:
+        sys.path[:] = saved
+
+
+def _jaxcam_fn(setup: Setup, case: Case, x, classes):
+    import jax
+
+    import jaxcam
+
+    spec = jaxcam.batch.parse_methods(case.method)[0]
+    info = jaxcam.method_info(spec.name)
+    options = {**dict(spec.options), **dict(case.options)}
+    key = jax.random.key(0)
+
+    @jax.jit
+    def run(split, x, classes, key):
+        extra = {"key": key} if "key" in info.needs else {}
+        return info.function(split, x, classes, **options, **extra)
+
+    xs, cs = jax.device_put(x), jax.device_put(classes)
+    return lambda: jax.block_until_ready(run(setup.split, xs, cs, key))
+
+
+def _baseline(setup: Setup, case: Case, x, classes, repeats: int) -> dict:
+    """The floor of the case's method, measured in this process."""
+    import jax
+
+    import jaxcam
+
+    spec = jaxcam.batch.parse_methods(case.method)[0]
+    info = jaxcam.method_info(spec.name)
+    if dict(spec.options).get("derivatives") == "exact":
+        closed = dataclasses.replace(case, method=spec.name)
+        t = _time(_jaxcam_fn(setup, closed, x, classes), repeats)
+        return {"kind": "closed_form", "seconds": t["median_s"]}
+    forward = jax.jit(lambda split, x: split.logits(x))
+    if info.kind == "perturbation":
+        chunk = dict(case.options).get("mask_chunk", 16)
+        k = jax.eval_shape(setup.split.activations, jax.ShapeDtypeStruct(
+            (1, setup.size, setup.size, 3), np.float32)).shape[-1]
+        xs = jax.device_put(np.repeat(x[:1], chunk, 0))
+        t = _time(lambda: jax.block_until_ready(forward(setup.split, xs)), repeats)
+        return {"kind": "masked_forward", "seconds": t["median_s"] * k * len(x) / chunk,
+                "images": int(k * len(x))}
+    xs = jax.device_put(x)
+    t = _time(lambda: jax.block_until_ready(forward(setup.split, xs)), repeats)
+    return {"kind": "forward", "seconds": t["median_s"]}
+
+
+def _peer_fn(library: str, setup: Setup, case: Case, x, classes):
+    """A call of the peer's method on the PyTorch reference, returning maps (B, H, W)."""
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    if library == "pytorch_grad_cam":
+        pgc = _pytorch_grad_cam()
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        cam = getattr(pgc, PGC[case.method])(setup.torch_model, [setup.torch_layer])
+        targets = [ClassifierOutputTarget(int(c)) for c in classes]
+        return lambda: cam(input_tensor=xt, targets=targets)
+    methods = importlib.import_module("torchcam.methods")
+    extractor = getattr(methods, TORCHCAM[case.method])(setup.torch_model,
+                                                        target_layer=setup.torchcam_layer)
+    idx = [int(c) for c in classes]
+
+    def call():
+        scores = setup.torch_model(xt)
+        maps = extractor(class_idx=idx, scores=scores)[0]
+        return maps.detach().numpy()
+
+    call.extractor = extractor
+    return call
+
+
+def run_case(setup: Setup, case: Case, repeats: int, peers: bool = True) -> list[dict]:
+    """The rows of one case: jaxcam's, then each installed peer's."""
+    import jax
+
+    x, classes = setup.inputs(case.batch_size)
+    base = {"model": case.model, "layer": case.layer, "size": case.size,
+            "method": case.method, "options": dict(case.options),
+            "batch_size": case.batch_size}
+    mine = _time(_jaxcam_fn(setup, case, x, classes), repeats)
+    maps = np.asarray(jax.device_get(mine.pop("output")))
+    floor = _baseline(setup, case, x, classes, repeats)
+    floor["ratio"] = mine["median_s"] / floor["seconds"]
+    rows = [{**base, "library": "jaxcam", **mine,
+             "images_per_s": case.batch_size / mine["median_s"], "baseline": floor,
+             "agreement": None}]
+    if not (peers and case.peers and setup.torch_model is not None):
+        return rows
+    name = case.method.partition(":")[0]
+    if ":" in case.method or dict(case.options):
+        return rows                       # the peers have no exact derivatives / options
+    for library, table in (("pytorch_grad_cam", PGC), ("torchcam", TORCHCAM)):
+        available = (_pytorch_grad_cam() is not None if library == "pytorch_grad_cam"
+                     else _importable(library))
+        if name not in table or not available:
+            continue
+        fn = _peer_fn(library, setup, case, x, classes)
+        theirs = _time(fn, repeats)
+        out = theirs.pop("output")
+        if hasattr(fn, "extractor"):
+            fn.extractor.remove_hooks()
+        rows.append({**base, "library": library, **theirs,
+                     "images_per_s": case.batch_size / theirs["median_s"],
+                     "baseline": {"kind": "jaxcam", "seconds": mine["median_s"],
+                                  "ratio": theirs["median_s"] / mine["median_s"]},
+                     "agreement": _correlation(maps, np.asarray(out))})
+    return rows
+
+
+# --- the document
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:                    # noqa: BLE001 - not installed
+        return None
+
+
+def environment() -> dict:
+    import jax
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    threads = None
+    if _importable("torch"):
+        import torch
+
+        threads = torch.get_num_threads()
+    device = jax.devices()[0]
+    return {"device": f"{device.device_kind} x{jax.device_count()}",
+            "platform": f"{device.platform} ({platform.processor() or platform.machine()})",
+            "cpu_count": os.cpu_count(), "torch_threads": threads,
+            "python": platform.python_version(), "jax": _version("jax"),
+            "jaxlib": _version("jaxlib"), "flax": _version("flax"), "torch": _version("torch"),
+            "pytorch_grad_cam": _version("grad-cam"), "torchcam": _version("torchcam"),
+            "commit": commit}
+
+
+def validate(document: dict) -> None:
+    """Raises ValueError unless ``document`` has the suite's JSON schema."""
+    if document.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"schema must be {SCHEMA_VERSION}, got {document.get('schema')!r}")
+    if set(document.get("environment", {})) != set(ENVIRONMENT_KEYS):
+        raise ValueError(f"environment keys {sorted(document.get('environment', {}))} != "
+                         f"{sorted(ENVIRONMENT_KEYS)}")
+    if not isinstance(document.get("rows"), list) or not document["rows"]:
+        raise ValueError("rows must be a non-empty list")
+    for row in document["rows"]:
+        if set(row) != set(ROW_KEYS):
+            raise ValueError(f"row keys {sorted(row)} != {sorted(ROW_KEYS)}")
+        for key in ("compile_s", "median_s", "min_s", "max_s", "images_per_s"):
+            if not (isinstance(row[key], float) and row[key] >= 0):
+                raise ValueError(f"{key} must be a float >= 0, got {row[key]!r}")
+        if not row["min_s"] <= row["median_s"] <= row["max_s"] or row["repeats"] < 1:
+            raise ValueError(f"inconsistent times in {row}")
+        if set(row["baseline"]) - {"kind", "seconds", "ratio", "images"} or \
+                not {"kind", "seconds", "ratio"} <= set(row["baseline"]):
+            raise ValueError(f"baseline must have kind, seconds, ratio: {row['baseline']}")
+        if row["library"] == "jaxcam" and row["agreement"] is not None:
+            raise ValueError("jaxcam rows have no agreement")
+        if row["library"] != "jaxcam" and not -1.0 <= row["agreement"] <= 1.0:
+            raise ValueError(f"agreement must lie in [-1, 1], got {row['agreement']}")
+
+
+def markdown(document: dict) -> str:
+    """The rows as a Markdown table."""
+    env = document["environment"]
+    lines = [f"{env['device']}, {env['platform']}, jax {env['jax']}, torch {env['torch']} "
+             f"({env['torch_threads']} threads), commit {str(env['commit'])[:10]}", "",
+             "| model | size | method | batch | library | compile s | median s | min-max s "
+             "| images/s | peak MB | floor | x floor | agreement |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in document["rows"]:
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        method = r["method"] + (f" ({opts})" if opts else "")
+        agreement = "" if r["agreement"] is None else f"{r['agreement']:.3f}"
+        lines.append(
+            f"| {r['model']} | {r['size']} | {method} | {r['batch_size']} | {r['library']} "
+            f"| {r['compile_s']:.2f} | {r['median_s']:.4f} | {r['min_s']:.4f}-"
+            f"{r['max_s']:.4f} | {r['images_per_s']:.1f} | "
+            f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['baseline']['kind']} | "
+            f"{r['baseline']['ratio']:.2f} | {agreement} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(cases: list[Case], *, repeats: int = 10, peers: bool = True, suite: str = "custom",
+        progress=print) -> dict:
+    setups: dict = {}
+    rows = []
+    for i, case in enumerate(cases, 1):
+        key = (case.model, case.layer, case.size)
+        if key not in setups:
+            setups[key] = Setup(*key)
+        new = [{k: r[k] for k in ROW_KEYS} for r in run_case(setups[key], case, repeats, peers)]
+        rows.extend(new)
+        if progress:
+            progress(f"[{i}/{len(cases)}] " + "; ".join(
+                f"{r['library']} {r['method']} b{r['batch_size']}: {r['median_s']:.4f} s "
+                f"(x{r['baseline']['ratio']:.2f} {r['baseline']['kind']})" for r in new))
+    document = {"schema": SCHEMA_VERSION, "suite": suite, "environment": environment(),
+                "rows": rows}
+    validate(document)
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a suite, or the cases the options give")
+    p.add_argument("--suite", choices=sorted(SUITES), default=None)
+    p.add_argument("--models", default=None, help="e.g. resnet18,resnet50")
+    p.add_argument("--methods", default=None, help="e.g. grad_cam,grad_cam_pp:exact")
+    p.add_argument("--batch-sizes", default=None, help="e.g. 1,8,32")
+    p.add_argument("--size", type=int, default=None, help="input size (default: the suite's)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--out", default="benchmark-results.json",
+                   help="the JSON document; the Markdown table goes beside it (.md)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    cases = SUITES[args.suite or "quick"]()
+    if args.models or args.methods or args.batch_sizes or args.size:
+        models = args.models.split(",") if args.models else sorted({c.model for c in cases})
+        methods = (args.methods.split(",") if args.methods
+                   else list(dict.fromkeys(c.method for c in cases)))
+        sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
+                 else sorted({c.batch_size for c in cases}))
+        size = args.size or cases[0].size
+        cases = _cases(models, methods, sizes, size)
+    t0 = time.perf_counter()
+    document = run(cases, repeats=args.repeats, peers=not args.no_peers,
+                   suite=args.suite or "custom")
+    document["seconds"] = time.perf_counter() - t0
+    out = Path(args.out)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(document))
+    print(f"wrote {out} and {out.with_suffix('.md')} ({len(document['rows'])} rows, "
+          f"{document['seconds']:.0f} s)")
+    return 0
