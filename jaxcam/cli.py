@@ -401,7 +401,7 @@ def _bench(args) -> int:
     sys.path.insert(0, str(root))
     from benchmarks.suite import main as bench
 
-    return bench(["run", *args.options])
+    return bench(["run", *(o for o in args.options if o != "--")])
 
 
 def _convert(args) -> int:
@@ -586,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
+        argv = ["bench", "--", *argv[1:]]          # every option goes to the suite
     args = build_parser().parse_args(argv)
     try:
         if args.command not in ("models", "layers", "methods", "convert", "bench"):

@@ -72,3 +72,13 @@ def test_the_command_writes_json_and_markdown(tmp_path):
     suite.validate(document)
     assert [r["library"] for r in document["rows"]] == ["jaxcam"]
     assert "| resnet18 | 32 | grad_cam | 1 | jaxcam |" in out.with_suffix(".md").read_text()
+
+
+def test_jaxcam_bench_is_the_same_command(tmp_path):
+    out = tmp_path / "b.json"
+    run = subprocess.run([sys.executable, "-m", "jaxcam.cli", "bench", "--models", "resnet18",
+                          "--methods", "grad_cam", "--batch-sizes", "1", "--size", "32",
+                          "--repeats", "1", "--no-peers", "--out", str(out)], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    suite.validate(json.loads(out.read_text()))
