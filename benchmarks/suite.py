@@ -154,22 +154,31 @@ class PeakMemory:
             self.peak = int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
 
 
-def _time(fn, repeats: int) -> dict:
-    """compile_s (the first call), one warm-up, then ``repeats`` timed calls."""
-    t0 = time.perf_counter()
-    out = fn()
-    compile_s = time.perf_counter() - t0
-    fn()
-    times = []
-    with PeakMemory() as memory:
-        for _ in range(repeats):
+def _time(fns: dict, repeats: int) -> dict:
+    """Per name: compile_s (its first call), one warm-up, then ``repeats`` timed calls,
+    round r calling every function once (interleaved, against drift); then the peak memory
+    of two more calls of each, apart."""
+    out = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        output = fn()
+        out[name] = {"compile_s": time.perf_counter() - t0, "output": output}
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "median_s": statistics.median(times),
-            "min_s": min(times), "max_s": max(times), "repeats": repeats,
-            "peak_memory_bytes": int(memory.peak), "memory_kind": memory.kind,
-            "output": out}
+            times[name].append(time.perf_counter() - t0)
+    for name, fn in fns.items():
+        with PeakMemory() as memory:
+            fn()
+            fn()
+        t = times[name]
+        out[name].update(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
+                         repeats=repeats, peak_memory_bytes=int(memory.peak),
+                         memory_kind=memory.kind)
+    return out
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,8 +191,10 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
             y = cv2.resize(np.asarray(y, np.float32), x.shape[::-1],
                            interpolation=cv2.INTER_LINEAR)
         x, y = x.ravel() - x.mean(), y.ravel() - y.mean()
+        x, y = x.astype(np.float64), y.astype(np.float64)
         den = np.linalg.norm(x) * np.linalg.norm(y)
-        values.append(float(x @ y / den) if den > 0 else float(np.allclose(x, y)))
+        values.append(float(np.clip(x @ y / den, -1.0, 1.0)) if den > 0
+                      else float(np.allclose(x, y)))
     return float(np.mean(values))
 
 
@@ -264,8 +275,9 @@ def _jaxcam_fn(setup: Setup, case: Case, x, classes):
     return lambda: jax.block_until_ready(run(setup.split, xs, cs, key))
 
 
-def _baseline(setup: Setup, case: Case, x, classes, repeats: int) -> dict:
-    """The floor of the case's method, measured in this process."""
+def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]:
+    """The floor of the case's method: (its description, a call, the factor from one call
+    to the floor)."""
     import jax
 
     import jaxcam
@@ -274,20 +286,17 @@ def _baseline(setup: Setup, case: Case, x, classes, repeats: int) -> dict:
     info = jaxcam.method_info(spec.name)
     if dict(spec.options).get("derivatives") == "exact":
         closed = dataclasses.replace(case, method=spec.name)
-        t = _time(_jaxcam_fn(setup, closed, x, classes), repeats)
-        return {"kind": "closed_form", "seconds": t["median_s"]}
+        return {"kind": "closed_form"}, _jaxcam_fn(setup, closed, x, classes), 1.0
     forward = jax.jit(lambda split, x: split.logits(x))
     if info.kind == "perturbation":
         chunk = dict(case.options).get("mask_chunk", 16)
         k = jax.eval_shape(setup.split.activations, jax.ShapeDtypeStruct(
             (1, setup.size, setup.size, 3), np.float32)).shape[-1]
         xs = jax.device_put(np.repeat(x[:1], chunk, 0))
-        t = _time(lambda: jax.block_until_ready(forward(setup.split, xs)), repeats)
-        return {"kind": "masked_forward", "seconds": t["median_s"] * k * len(x) / chunk,
-                "images": int(k * len(x))}
+        return ({"kind": "masked_forward", "images": int(k * len(x))},
+                lambda: jax.block_until_ready(forward(setup.split, xs)), k * len(x) / chunk)
     xs = jax.device_put(x)
-    t = _time(lambda: jax.block_until_ready(forward(setup.split, xs)), repeats)
-    return {"kind": "forward", "seconds": t["median_s"]}
+    return {"kind": "forward"}, lambda: jax.block_until_ready(forward(setup.split, xs)), 1.0
 
 
 def _peer_fn(library: str, setup: Setup, case: Case, x, classes):
@@ -324,9 +333,12 @@ def run_case(setup: Setup, case: Case, repeats: int, peers: bool = True) -> list
     base = {"model": case.model, "layer": case.layer, "size": case.size,
             "method": case.method, "options": dict(case.options),
             "batch_size": case.batch_size}
-    mine = _time(_jaxcam_fn(setup, case, x, classes), repeats)
+    floor, floor_fn, scale = _floor(setup, case, x, classes)
+    timed = _time({"jaxcam": _jaxcam_fn(setup, case, x, classes), "floor": floor_fn},
+                  repeats)
+    mine = timed["jaxcam"]
     maps = np.asarray(jax.device_get(mine.pop("output")))
-    floor = _baseline(setup, case, x, classes, repeats)
+    floor["seconds"] = timed["floor"]["median_s"] * scale
     floor["ratio"] = mine["median_s"] / floor["seconds"]
     rows = [{**base, "library": "jaxcam", **mine,
              "images_per_s": case.batch_size / mine["median_s"], "baseline": floor,
@@ -342,7 +354,7 @@ def run_case(setup: Setup, case: Case, repeats: int, peers: bool = True) -> list
         if name not in table or not available:
             continue
         fn = _peer_fn(library, setup, case, x, classes)
-        theirs = _time(fn, repeats)
+        theirs = _time({"peer": fn}, repeats)["peer"]
         out = theirs.pop("output")
         if hasattr(fn, "extractor"):
             fn.extractor.remove_hooks()
