@@ -325,23 +325,19 @@ def explain_photos(photos: Sequence[Photo], config: RunConfig) -> Iterator[dict]
                 ahead.append(reader.submit(_load, chunks[i + 2], preprocess))
             t0 = time.perf_counter()
             good = [item for item in loaded if item.error is None]
-            results = None
+            arrays = (None, None, None)
             if good:
                 x = np.stack([item.x for item in good])
                 x = np.concatenate([x, np.repeat(x[:1], size - len(good), 0)])  # pad
                 if config.mesh is not None:
                     x = shard_batch(x, config.mesh)
-                results = explain_step(config.splits, x, given, key, specs=config.specs,
-                                       top=config.top)
+                arrays = explain_step(config.splits, x, given, key, specs=config.specs,
+                                      top=config.top)         # dispatched, not awaited
             if pending is not None:                   # the previous batch, written
                 yield from pending.result()
-            if results is not None:
-                probs, targets, maps = (np.asarray(r)[:len(good)] for r in results)
-                pending = writer.submit(_batch_records, config, loaded, good, probs,
-                                        targets, maps, t0)
-            else:
-                pending = writer.submit(_batch_records, config, loaded, [], None, None,
-                                        None, t0)
+            if good:
+                arrays = tuple(np.asarray(r)[:len(good)] for r in arrays)
+            pending = writer.submit(_batch_records, config, loaded, good, *arrays, t0)
         if pending is not None:
             yield from pending.result()
 
