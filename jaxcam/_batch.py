@@ -37,6 +37,7 @@ from jaxcam import viz
 from jaxcam._devices import padded_size, shard_batch
 from jaxcam._registry import available_methods, method_info
 from jaxcam._weighting import normalize
+from pretrained_ports._atomic import remove_temporaries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DERIVATIVES = ("exact", "approx")
@@ -52,21 +53,35 @@ class Photo:
     name: str
 
 
-def find_images(paths: Sequence[str | os.PathLike]) -> list[Photo]:
+def find_images(paths: Sequence[str | os.PathLike], *,
+                exclude: Sequence[str | os.PathLike] = ()) -> list[Photo]:
     """The photos under ``paths``: files as given, folders walked recursively for the
     suffixes in :data:`IMAGE_SUFFIXES` (any case), sorted. A photo found twice is kept
     once. Output names keep a folder's sub-folders (``sub/cat``); names that would
     collide get the suffix (``cat_jpg``).
 
+    Args:
+      paths: files and folders.
+      exclude: folders a walk skips, e.g. the run's output folder when it lies inside an
+        input folder (its overlays are not photos to explain). Files given by name are
+        kept.
+
     Raises:
       ValueError: a path does not exist, or no photo was found.
     """
+    skipped = [Path(e).resolve() for e in exclude]
+
+    def wanted(f: Path) -> bool:
+        if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+            return False
+        where = f.resolve().parent
+        return not any(where == e or e in where.parents for e in skipped)
+
     found: dict[Path, Photo] = {}
     for given in paths:
         root = Path(given)
         if root.is_dir():
-            files = sorted(f for f in root.rglob("*")
-                           if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            files = sorted(f for f in root.rglob("*") if wanted(f))
             entries = [(f, f.relative_to(root).with_suffix("").as_posix()) for f in files]
         elif root.is_file():
             entries = [(root, root.stem)]
@@ -239,13 +254,18 @@ class _Loaded:
 
 
 def _load(photos: Sequence[Photo], preprocess: Callable) -> list[_Loaded]:
+    """Reads and preprocesses photos; any failure of one photo (a hostile or broken file,
+    an unexpected error of a decoder) becomes that photo's error, and the rest go on."""
     loaded = []
     for photo in photos:
         try:
             image = viz.read_image(photo.path)
             loaded.append(_Loaded(photo, image, np.asarray(preprocess(image), np.float32)))
-        except (ValueError, OSError) as e:
-            loaded.append(_Loaded(photo, error=" ".join(str(e).split()) or type(e).__name__))
+        except Exception as e:                     # noqa: BLE001 - one photo, not the run
+            text = " ".join(str(e).split()) or type(e).__name__
+            if not isinstance(e, (ValueError, OSError)):
+                text = f"cannot read {str(photo.path)!r}: {type(e).__name__}: {text}"
+            loaded.append(_Loaded(photo, error=text))
     return loaded
 
 
@@ -359,16 +379,8 @@ def results_name(process: int = 0, processes: int = 1) -> str:
 def done_paths(out: Path) -> set[str]:
     """The paths explained in ``out``'s results files (every shard; error records and a
     line cut short by a killed run do not count)."""
-    done = set()
-    for path in sorted(Path(out).glob("results*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "error" not in record and "path" in record:
-                done.add(record["path"])
-    return done
+    return {record["path"] for path in sorted(Path(out).glob("results*.jsonl"))
+            for record in _records(path) if "error" not in record}
 
 
 class JsonLines:
@@ -392,3 +404,134 @@ class JsonLines:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+# --- the output folder
+
+MANIFEST = "run.json"
+_LOCK = ".jaxcam.lock"
+
+
+def _records(path: Path) -> Iterator[dict]:
+    """The whole records of a JSONL file (a line cut short by a killed run is skipped)."""
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("path"), str):
+            yield record
+
+
+class OutputFolder:
+    """An output folder held by one run, for as long as the ``with`` block lasts.
+
+    Entering it:
+
+    - creates the folder and checks that it is writable (before any model is loaded);
+    - takes an exclusive lock (``OUT/.jaxcam.lock``; each process of a distributed run
+      holds it shared and its own results shard exclusively), so that a second run on
+      the same folder is refused instead of overwriting the first one's results;
+    - compares the run's ``options`` with those recorded in ``OUT/run.json``: a resume
+      whose options differ (another method, model, weights, layer, class...) is refused,
+      naming each difference; any other run records its options there;
+    - removes the temporaries a killed run left (single-process runs, which hold the lock
+      exclusively);
+    - on resume, rewrites this process's results file with one record per photo: the
+      error records of the photos about to be retried go (their new outcome replaces them).
+
+    Args:
+      out: the output folder.
+      options: the run's options (JSON-serialisable), recorded and compared on resume.
+      resume: go on with the photos not yet in the results.
+      retry: the paths this run is about to explain (their old error records go).
+      process, processes: this process's index and the number of processes.
+
+    Raises:
+      ValueError: the folder is not writable, in use by another run, or (on resume) holds
+        the results of a run with other options.
+    """
+
+    def __init__(self, out: str | os.PathLike, options: dict, *, resume: bool,
+                 process: int = 0, processes: int = 1):
+        self.out, self.options, self.resume = Path(out), json.loads(json.dumps(options)), resume
+        self.process, self.processes = process, processes
+        self.results_path = self.out / results_name(process, processes)
+        self._files: list = []
+
+    def __enter__(self) -> OutputFolder:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".jaxcam-write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"--out {self.out}: cannot write there ({e.strerror or e}); "
+                             "choose a writable folder") from None
+        try:
+            single = self.processes == 1
+            self._lock(self.out / _LOCK, exclusive=single)
+            if not single:
+                self._lock(self.out / f".{self.results_path.name}.lock", exclusive=True)
+            self._check_options()
+            if single:
+                remove_temporaries(self.out)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()                               # closing releases the lock
+        self._files = []
+
+    def _lock(self, path: Path, *, exclusive: bool) -> None:
+        import fcntl
+
+        f = open(path, "a+b")
+        try:
+            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise ValueError(f"--out {self.out} is in use by another jaxcam run; wait for it "
+                             "to finish or choose another --out") from None
+        self._files.append(f)
+
+    def _check_options(self) -> None:
+        manifest = self.out / MANIFEST
+        recorded = None
+        if manifest.is_file():
+            try:
+                recorded = json.loads(manifest.read_text()).get("options")
+            except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+                recorded = None
+        if self.resume and isinstance(recorded, dict) and recorded != self.options:
+            keys = sorted(set(recorded) | set(self.options), key=str)
+            diff = [f"{k}: {json.dumps(recorded.get(k))} there, {json.dumps(self.options.get(k))} "
+                    "now" for k in keys if recorded.get(k) != self.options.get(k)]
+            raise ValueError(f"--resume: {self.out} holds the results of a run with other "
+                             f"options ({'; '.join(diff)}); rerun with the same options, or "
+                             "choose another --out")
+        if recorded != self.options:
+            viz.write_text(manifest, json.dumps({"options": self.options}, indent=2) + "\n")
+
+    def done(self) -> set[str]:
+        """The paths already explained in this folder (every shard), on resume; else none."""
+        return done_paths(self.out) if self.resume else set()
+
+    def results(self, retry: Sequence[str | os.PathLike] = ()) -> JsonLines:
+        """This process's results file, for appending (resume) or writing anew. On resume
+        the file is first rewritten without the error records of ``retry`` (and without a
+        line cut short), so each photo keeps one record."""
+        if self.resume and self.results_path.is_file():
+            again = {str(Path(p).resolve()) for p in retry}
+            kept = [r for r in _records(self.results_path)
+                    if not ("error" in r and r["path"] in again)]
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            if text.encode() != self.results_path.read_bytes():
+                viz.write_text(self.results_path, text)
+        return JsonLines(self.results_path, append=self.resume)

@@ -15,10 +15,12 @@ import re
 import struct
 import zlib
 
+import numpy as np
+
 from pretrained_ports._atomic import atomic_write, atomic_write_all
 
 __all__ = ["FORMATS", "ImageError", "ImageHeader", "atomic_write", "atomic_write_all",
-           "image_header"]
+           "image_format", "image_header"]
 
 
 # --- image headers ---------------------------------------------------------------------
@@ -62,23 +64,32 @@ def image_header(data: bytes) -> ImageHeader:
       ImageError: an unsupported format, a truncated or corrupt structure, or a zero size.
     """
     data = memoryview(data).cast("B")
-    head = bytes(data[:12])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        header = _png(data)
-    elif head.startswith(b"\xff\xd8"):
-        header = _jpeg(data)
-    elif head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        header = _webp(data)
-    elif head.startswith(b"BM"):
-        header = _bmp(data)
-    elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        header = _tiff(data)
-    else:
-        raise ImageError(f"not an image format jaxcam reads ({', '.join(FORMATS)})")
+    header = _PARSERS[image_format(bytes(data[:12]))](data)
     if header.width <= 0 or header.height <= 0:
         raise ImageError(f"the {header.format.upper()} header declares an empty image "
                          f"({header.width} x {header.height})")
     return header
+
+
+def image_format(head: bytes) -> str:
+    """The format named by a file's first 12 bytes: ``"png"``, ``"jpeg"``, ``"webp"``,
+    ``"bmp"`` or ``"tiff"``.
+
+    Raises:
+      ImageError: none of them.
+    """
+    head = bytes(head[:12])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    raise ImageError(f"not an image format jaxcam reads ({', '.join(FORMATS)})")
 
 
 def _need(data, end: int, what: str) -> None:
@@ -212,13 +223,23 @@ def _bmp(data) -> ImageHeader:
     return ImageHeader("bmp", width, height)
 
 
-_TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8
+_TIFF_TYPES = {1: "u1", 3: "u2", 4: "u4", 16: "u8"}  # BYTE, SHORT, LONG, LONG8
+# The tags jaxcam reads. A scalar's first value only; an array's values as a view of the
+# file's bytes (checked to lie in the file), never unpacked into Python objects.
+_TIFF_SCALARS = frozenset({256, 257, 274})          # width, height, orientation
+_TIFF_ARRAYS = frozenset({273, 279, 324, 325})      # strip / tile offsets and byte counts
 
 
-def _tiff_ifd0(data) -> dict[int, tuple[int, ...]]:
-    """The integer tags of a TIFF structure's first directory: tag -> values.
+def _tiff_ifd0(data, wanted: frozenset[int] = _TIFF_SCALARS | _TIFF_ARRAYS
+               ) -> dict[int, int | np.ndarray]:
+    """The ``wanted`` integer tags of a TIFF structure's first directory.
 
-    Raises ImageError when the directory or a value lies outside the data.
+    A scalar tag maps to its first value; an array tag (strip and tile offsets and
+    counts) to a read-only uint64 array. Tags not wanted are skipped unread, a tag given
+    twice counts once (the first), a tag with no values is absent: the cost is bounded by
+    the directory's size and the wanted arrays, each of which must lie in the data.
+
+    Raises ImageError when the directory or a wanted value lies outside the data.
     """
     order = "<" if bytes(data[:2]) == b"II" else ">"
     (magic,) = struct.unpack(order + "H", data[2:4])
@@ -226,31 +247,35 @@ def _tiff_ifd0(data) -> dict[int, tuple[int, ...]]:
     if big:
         _need(data, 16, "BigTIFF header")
         (ifd,) = struct.unpack(order + "Q", data[8:16])
-        count_fmt, entry_size, inline = "Q", 20, 8
+        count_fmt, inline = "Q", 8
     else:
         _need(data, 8, "TIFF header")
         (ifd,) = struct.unpack(order + "I", data[4:8])
-        count_fmt, entry_size, inline = "H", 12, 4
+        count_fmt, inline = "H", 4
     count_size = struct.calcsize(count_fmt)
     _need(data, ifd + count_size, "TIFF directory")
     (n,) = struct.unpack(order + count_fmt, data[ifd:ifd + count_size])
-    start = ifd + count_size
-    _need(data, start + n * entry_size, "TIFF directory")
-    tags = {}
-    for i in range(n):
-        entry = data[start + i * entry_size:start + (i + 1) * entry_size]
-        # tag, type, count, then the value itself or where it lies: 4 or 8 bytes each
-        tag, kind, count = struct.unpack(order + "HH" + ("Q" if big else "I"),
-                                         entry[:entry_size - inline])
-        if kind not in _TIFF_TYPES:
+    entry = np.dtype([("tag", order + "u2"), ("kind", order + "u2"),
+                      ("count", order + ("u8" if big else "u4")), ("value", f"V{inline}")])
+    _need(data, ifd + count_size + n * entry.itemsize, "TIFF directory")
+    entries = np.frombuffer(data, entry, count=n, offset=ifd + count_size)
+    tags: dict[int, int | np.ndarray] = {}
+    for i in np.flatnonzero(np.isin(entries["tag"], list(wanted))):
+        tag, kind, count = (int(v) for v in (entries["tag"][i], entries["kind"][i],
+                                             entries["count"][i]))
+        if tag in tags or kind not in _TIFF_TYPES or count == 0 or (
+                tag in _TIFF_ARRAYS and kind == 1):     # offsets are SHORT, LONG or LONG8
             continue
-        item = struct.calcsize(_TIFF_TYPES[kind])
-        value = entry[entry_size - inline:]
-        if count * item > inline:  # stored elsewhere: checked against the file first
-            (where,) = struct.unpack(order + ("Q" if big else "I"), value)
-            _need(data, where + count * item, f"TIFF tag {tag}")
-            value = data[where:where + count * item]
-        tags[tag] = struct.unpack(f"{order}{count}{_TIFF_TYPES[kind]}", value[:count * item])
+        dtype = np.dtype(order + _TIFF_TYPES[kind])
+        if tag in _TIFF_SCALARS:
+            count = 1
+        if count * dtype.itemsize <= inline:
+            where = ifd + count_size + i * entry.itemsize + entry.itemsize - inline
+        else:  # stored elsewhere: checked against the data first
+            (where,) = struct.unpack(order + ("Q" if big else "I"), bytes(entries["value"][i]))
+            _need(data, where + count * dtype.itemsize, f"TIFF tag {tag}")
+        values = np.frombuffer(data, dtype, count=count, offset=where).astype(np.uint64)
+        tags[tag] = int(values[0]) if tag in _TIFF_SCALARS else values
     return tags
 
 
@@ -261,9 +286,15 @@ def _tiff(data) -> ImageHeader:
         raise ImageError("corrupt: the TIFF directory has no image width or height")
     for offsets, counts in ((273, 279), (324, 325)):  # strips, tiles
         if offsets in tags and counts in tags:
-            ends = [o + c for o, c in zip(tags[offsets], tags[counts])]
-            _need(data, max(ends, default=0), "image data")
-    return ImageHeader("tiff", tags[256][0], tags[257][0], tags.get(274, (1,))[0])
+            n = min(tags[offsets].size, tags[counts].size)
+            starts, sizes = tags[offsets][:n], tags[counts][:n]
+            if n:                 # each at most the file's size first: the sum cannot wrap
+                _need(data, int(max(starts.max(), sizes.max())), "image data")
+                _need(data, int((starts + sizes).max()), "image data")
+    return ImageHeader("tiff", tags[256], tags[257], tags.get(274, 1))
+
+
+_PARSERS = {"png": _png, "jpeg": _jpeg, "webp": _webp, "bmp": _bmp, "tiff": _tiff}
 
 
 def _exif_orientation(exif) -> int:
@@ -273,7 +304,7 @@ def _exif_orientation(exif) -> int:
     if bytes(exif[:4]) not in (b"II*\x00", b"MM\x00*"):
         return 1
     try:
-        value = _tiff_ifd0(exif).get(274, (1,))[0]
-    except (ImageError, struct.error):
+        value = _tiff_ifd0(exif, frozenset({274})).get(274, 1)
+    except (ImageError, struct.error, ValueError):
         return 1
     return value if 1 <= value <= 8 else 1

@@ -105,8 +105,27 @@ def _compile_cache(enabled: bool) -> None:
     from jaxcam.models import cache_dir
 
     if jax.config.jax_compilation_cache_dir is None:      # the user's own setting wins
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+        folder = cache_dir() / "xla"
+        _private_folder(folder)
+        jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _private_folder(folder: Path) -> None:
+    """Creates ``folder`` (and missing parents) as 0700, and refuses it, or its parent,
+    when another user owns it or may write in it: the compilation cache holds native
+    executables that the next run loads and runs, so a cache others can write is code
+    they can run as this user."""
+    for path in (folder.parent, folder):
+        if not path.exists():
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise ValueError(
+                f"the compilation cache folder {path} is {'owned by another user' if st.st_uid != os.getuid() else 'writable by other users'}: "
+                "the executables cached there would run in this process; make it yours "
+                f"and private (chmod 700 {path}), set $JAXCAM_CACHE to a private folder, or "
+                "pass --no-compile-cache")
 
 
 def _weights(model: str, weights: str | None) -> str | None:
@@ -134,7 +153,7 @@ def _splits(model: str, weights, layers: str | None, mesh=None) -> tuple:
     layer), its variables placed once on the devices of ``mesh``."""
     import jaxcam
 
-    names = [s.strip() for s in layers.split(",") if s.strip()] if layers else [None]
+    names = _layer_names(model, layers)
     first = jaxcam.models.load(model, layer=names[0], weights=_weights(model, weights))
     first = jaxcam.place(first, mesh)
     return (first, *(first.at(name) for name in names[1:]))
@@ -245,28 +264,65 @@ def _warn(bar, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+def _weights_identity(weights: str | None) -> object:
+    """What a run's --weights names, for its options in OUT/run.json: a file by its
+    resolved path, size and modification time (a changed file is other weights)."""
+    if weights in (None, "random"):
+        return weights or "bundled"
+    path = Path(weights)
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(weights)
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _layer_names(model: str, layers: str | None) -> list[str | None]:
+    """The comma-separated --layer names (``[None]``: the model's default), each once."""
+    names = [s.strip() for s in layers.split(",") if s.strip()] if layers else [None]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--layer names {', '.join(twice)} more than once; give each layer "
+                         "once")
+    return names
+
+
 def _explain_cmd(args) -> int:
     import jaxcam
+    from jaxcam import models
 
     index, count = _processes(args)
-    photos = jaxcam.batch.find_images(args.paths)[index::count]
+    out = Path(args.out)
+    photos = jaxcam.batch.find_images(args.paths, exclude=[out])[index::count]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     specs = jaxcam.batch.parse_methods(args.method, link=args.link,
                                        derivatives=args.derivatives)
-    mesh = jaxcam.data_mesh()
-    splits = _splits(args.model, args.weights, args.layer, mesh)
-    target, top = _target(splits[0], args)
-    out = Path(args.out)
-    done = jaxcam.batch.done_paths(out) if args.resume else set()
-    photos = [p for p in photos if str(p.path.resolve()) not in done]
-    config = jaxcam.batch.RunConfig(
-        model=args.model, splits=splits, specs=specs, classes=target, top=top,
-        seed=args.seed, batch_size=args.batch_size, mesh=mesh, out=out,
-        formats=("png", "npy") if args.format == "both" else (args.format,),
-        class_names=tuple(class_names()))
-    results = jaxcam.batch.JsonLines(out / jaxcam.batch.results_name(index, count),
-                                     append=args.resume)
+    layers = _layer_names(args.model, args.layer)
+    options = {"model": args.model, "weights": _weights_identity(args.weights),
+               "layers": [n or models.info(args.model).default_layer for n in layers],
+               "methods": [[s.name, [list(o) for o in s.options]] for s in specs],
+               "class": args.target, "top": args.top, "seed": args.seed,
+               "format": args.format}
+    with jaxcam.batch.OutputFolder(out, options, resume=args.resume, process=index,
+                                   processes=count) as folder:
+        done = folder.done()
+        photos = [p for p in photos if str(p.path.resolve()) not in done]
+        results = folder.results(retry=[p.path for p in photos])
+        mesh = jaxcam.data_mesh()
+        splits = _splits(args.model, args.weights, args.layer, mesh)
+        target, top = _target(splits[0], args)
+        config = jaxcam.batch.RunConfig(
+            model=args.model, splits=splits, specs=specs, classes=target, top=top,
+            seed=args.seed, batch_size=args.batch_size, mesh=mesh, out=out,
+            formats=("png", "npy") if args.format == "both" else (args.format,),
+            class_names=tuple(class_names()))
+        return _explain_run(args, photos, config, results, done, index, count)
+
+
+def _explain_run(args, photos, config, results, done, index, count) -> int:
+    import jaxcam
+
     explained, skipped, waiting, last = 0, 0, [], None
     t0 = time.perf_counter()
     bar = _progress(len(photos))

@@ -211,9 +211,23 @@ def _batched(value, shape: tuple, batch: int, dtype, what: str, expected: str,
     allowed = {tuple(shape), full} | ({()} if scalar else set())
     if tuple(arr.shape) not in allowed:
         raise ValueError(f"{what} has shape {tuple(arr.shape)}; expected {expected}{fix}")
+    _finite(arr, what)
     if dtype is bool:
         arr = arr != 0 if arr.dtype != bool else arr
     return jnp.broadcast_to(jnp.asarray(arr, dtype), full)
+
+
+def _finite(arr, what: str) -> None:
+    """Refuses NaN and Inf in a concrete float array (they would silently zero the map)."""
+    if not _concrete(arr) or not jnp.issubdtype(arr.dtype, jnp.inexact):
+        return
+    values = np.asarray(arr)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what} holds {values[where]} at index {where}: a target's arrays "
+                         "must be finite numbers (replace NaN and Inf, e.g. with "
+                         "np.nan_to_num, or mark boxes invalid with valid=)")
 
 
 def _leaf(value):

@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jaxcam._io import ImageError, ImageHeader, atomic_write, atomic_write_all, image_header
+from jaxcam._io import (ImageError, ImageHeader, atomic_write, atomic_write_all, image_format,
+                        image_header)
 from jaxcam._preprocess import Preprocess
 
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO,
@@ -62,6 +63,9 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
       (width x height) is refused before it is decoded, so a few hundred bytes that
       declare a gigapixel image cost nothing. A truncated or corrupt file is refused too,
       never half-decoded.
+    - Reading is bounded: a file whose first bytes name no supported format is refused
+      after reading 16 bytes, and one larger than :func:`max_file_bytes` of the limit
+      before it is read; the header parser reads only the fields it needs.
 
     Args:
       path: the image file.
@@ -78,8 +82,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"no image at {str(path)!r}")
     limit = _max_pixels(max_pixels)
-    data = path.read_bytes()  # decoded from these bytes: what was checked is what is read
     try:
+        data = _read_bounded(path, limit)  # decoded from these bytes: what was checked is read
         header = image_header(data)
         if header.pixels > limit:
             raise ImageError(
@@ -90,6 +94,38 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None,
         return _to_rgb8(image, background)
     except ImageError as e:
         raise ImageError(f"cannot read {str(path)!r}: {e}") from None
+
+
+_HEAD_BYTES = 16             # enough to tell the five formats apart
+_BYTES_PER_PIXEL = 8         # the most a supported pixel takes stored: RGBA, 16 bits each
+_METADATA_BYTES = 64 << 20   # room for profiles, text and EXIF beside the pixels
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file :func:`read_image` reads for a limit of ``max_pixels``:
+    8 bytes a pixel (16-bit RGBA stored raw) plus 64 MiB of metadata (908 MB for the
+    default 100 MP)."""
+    return max_pixels * _BYTES_PER_PIXEL + _METADATA_BYTES
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The file's bytes, read only once its first bytes name an image format and its size
+    fits the pixel limit: a large file that is not an image costs 16 bytes of reading, and
+    no file (sparse, growing or huge) costs more than :func:`max_file_bytes`."""
+    cap = max_file_bytes(limit)
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+        image_format(head)                      # refuses a non-image before reading it
+        size = os.fstat(f.fileno()).st_size
+        if size > cap:
+            raise ImageError(
+                f"the file is {size:,} bytes, more than an image of the {limit:,}-pixel "
+                f"limit can take ({cap:,} bytes); pass max_pixels= to read_image or set "
+                f"${_MAX_PIXELS_ENV} to read it")
+        rest = f.read(cap + 1 - len(head))      # a file growing meanwhile stops at the cap
+    if len(head) + len(rest) > cap:
+        raise ImageError(f"the file grew past {cap:,} bytes while it was read")
+    return head + rest
 
 
 def _decode(data: bytes, header: ImageHeader) -> np.ndarray:

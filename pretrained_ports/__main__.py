@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cannot_write = f"cannot write {args.output}: {{}}; choose another -o"
-    problem = _unwritable(Path(args.output))
+    problem = _same_file(Path(args.checkpoint), Path(args.output)) or _unwritable(
+        Path(args.output))
     if problem:  # seen before importing jax and converting, which take seconds
         return _fail(cannot_write.format(problem))
 
@@ -81,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def _same_file(source: Path, output: Path) -> str | None:
+    """Why writing ``output`` would destroy ``source`` (the same file, or a link to it)."""
+    try:
+        same = output.exists() and source.exists() and os.path.samefile(source, output)
+    except OSError:
+        same = False
+    if same or source.resolve() == output.resolve():
+        return f"it is the checkpoint being converted ({source}), which would be replaced"
+    return None
 
 
 def _unwritable(path: Path) -> str | None:

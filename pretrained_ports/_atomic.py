@@ -9,6 +9,7 @@ the user's normal permissions, not the 0600 of ``tempfile.mkstemp``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,17 +33,44 @@ def _temporary_beside(path: Path) -> tuple[int, Path]:
 
 
 def _write_temporary(path: Path, data: bytes) -> Path:
-    """Writes ``data`` to a new temporary file beside ``path``, flushed to disk."""
-    fd, tmp = _temporary_beside(path)
+    """Writes ``data`` to a new temporary file beside ``path``, flushed to disk. An error
+    names ``path``, the file the caller asked for, not the temporary."""
+    try:
+        fd, tmp = _temporary_beside(path)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # the rename must never publish an empty file after a crash
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     return tmp
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` as the same OSError subclass, its message naming ``path``."""
+    return type(error)(error.errno, f"cannot write {path}: {error.strerror or error}")
+
+
+# A temporary or backup of the writers below: ``.NAME.<12 hex digits>.tmp`` / ``.old``.
+_LEFTOVER = re.compile(r"^\..+\.[0-9a-f]{12}\.(tmp|old)$")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries and backups that writes into ``folder`` (and its
+    sub-folders) left when their process was killed between writing and renaming; call it
+    only while no other process writes there. Returns the files removed."""
+    removed = []
+    for path in Path(folder).rglob(".*"):
+        if _LEFTOVER.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _make_parents(path: Path) -> list[Path]:
@@ -95,7 +123,7 @@ def atomic_write_all(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
             try:
                 os.replace(tmp, target)
             except OSError as e:  # e.g. a folder in the way: name the target, not the temporary
-                raise type(e)(e.errno, f"cannot write {target}: {e.strerror}") from None
+                raise _naming(e, target) from None
         for backup in backups.values():
             if backup is not None:
                 backup.unlink(missing_ok=True)

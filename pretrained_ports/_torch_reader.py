@@ -75,6 +75,13 @@ _BUDGET_FILE_MULTIPLE = 4
 # Deeper nesting is never written by torch.save; the bound keeps CPython's unguarded
 # recursions (hashing nested tuples) far from the C stack limit.
 _MAX_DEPTH = 100
+# Integers from the file are bounded before any arithmetic or formatting touches them:
+# LONG1 / LONG4 payloads of at most 64 bytes and INT / LONG lines of at most 160 digits
+# (the legacy format's magic number takes 10 bytes), then every size, stride, offset and
+# element count below 2**63.
+_MAX_INT_BYTES = 64
+_MAX_INT_LINE = 160
+_MAX_INT = 2**63
 _MAX_NDIM = 32
 # An empty tensor owns no bytes, but numpy still refuses shapes whose nonzero
 # dimensions multiply past its index range.
@@ -315,6 +322,12 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                     length, pos = _U64(data, pos + 1)[0], pos + 9
                 if length < 0 or length > end - pos:
                     raise _ScanError(f"argument length {length} runs past the end of the stream")
+                if length > _MAX_INT_BYTES and (op == 0x8A or op == 0x8B):  # LONG1, LONG4
+                    raise _ScanError(
+                        f"an integer of {length} bytes at byte {pos - 5 if op == 0x8B else pos - 2}"
+                        f" (at most {_MAX_INT_BYTES}): a checkpoint's sizes, strides and "
+                        "offsets lie below 2**63"
+                    )
                 pos += length
                 payload += length
                 push(1)
@@ -335,6 +348,12 @@ def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
                     raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
             elif kind == _LINE or kind == _GLOBAL or kind == _INST:
                 line_end = data.index(b"\n", pos + 1)
+                if (op == 0x49 or op == 0x4C) and line_end - pos > _MAX_INT_LINE:  # INT, LONG
+                    raise _ScanError(
+                        f"an integer of {line_end - pos - 1} characters at byte {pos} (at most "
+                        f"{_MAX_INT_LINE}): a checkpoint's sizes, strides and offsets lie "
+                        "below 2**63"
+                    )
                 if kind != _LINE:
                     line_end = data.index(b"\n", line_end + 1)
                 payload += line_end - pos
@@ -546,7 +565,8 @@ def _describe(value: Any) -> str:
 def _ints(value: Any, what: str) -> tuple[int, ...]:
     """``value`` if it is a tuple of non-negative ints (bools excluded), else raise."""
     if type(value) is not tuple or (
-        value and (not set(map(type, value)) <= {int} or min(value) < 0)
+        value and (not set(map(type, value)) <= {int} or min(value) < 0
+                   or max(value) >= _MAX_INT)
     ):
         raise _BadRecord(f"malformed tensor record: {what} {_describe(value)}")
     return value
@@ -585,7 +605,7 @@ def _tensor(storage: _StorageRef, offset: Any, size: Any, stride: Any, kind: _Ki
     The furthest element the strided window addresses must lie inside the storage, so
     no later step can read (or size an array) beyond the storage's bytes.
     """
-    if type(offset) is not int or offset < 0:
+    if type(offset) is not int or not 0 <= offset < _MAX_INT:
         raise _BadRecord(f"malformed tensor record: storage offset {_describe(offset)}")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if len(size) != len(stride) or len(size) > _MAX_NDIM:
@@ -702,7 +722,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             or not isinstance(pid[1], _Kind)
             or not isinstance(pid[2], str)
             or type(pid[4]) is not int
-            or pid[4] < 0
+            or not 0 <= pid[4] < _MAX_INT // 16  # at most 16-byte elements: bytes < 2**63
         ):
             raise CheckpointError(f"malformed storage record {_describe(pid)} in {self._source}")
         kind, key, numel = pid[1], pid[2], pid[4]
@@ -712,7 +732,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 isinstance(view, tuple)
                 and len(view) == 3
                 and isinstance(view[0], str)
-                and all(type(v) is int and v >= 0 for v in view[1:])
+                and all(type(v) is int and 0 <= v < _MAX_INT for v in view[1:])
                 and view[1] + view[2] <= numel
             ):
                 raise CheckpointError(

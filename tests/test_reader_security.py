@@ -336,7 +336,10 @@ def test_zip_directory_is_charged_before_it_is_parsed(tmp_path: Path) -> None:
         ((True,), (1,), 0, "size"),
         ((1,) * 33, (0,) * 33, 0, "size"),
         ((0, 2**62), (1, 1), 0, "size"),
-        ((1,), (2**70,), 0, None),  # a size-1 dimension's stride is never used
+        ((1,), (2**63 - 1,), 0, None),  # a size-1 dimension's stride is never used
+        ((1,), (2**63,), 0, "stride"),  # but every integer lies below 2**63, as in torch
+        ((2**63,), (1,), 0, "size"),
+        ((1,), (1,), 2**63, "storage offset"),
     ],
 )
 def test_tensor_record_checked_against_storage(
