@@ -458,9 +458,14 @@ class OutputFolder:
         self.process, self.processes = process, processes
         self.results_path = self.out / results_name(process, processes)
         self._files: list = []
+        self._made: list[Path] = []       # what this run created, removed if it writes nothing
 
     def __enter__(self) -> OutputFolder:
         try:
+            missing = self.out
+            while not missing.exists() and missing != missing.parent:
+                self._made.append(missing)
+                missing = missing.parent
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".jaxcam-write-test-{os.getpid()}"
             probe.write_bytes(b"")
@@ -485,20 +490,43 @@ class OutputFolder:
         self.close()
 
     def close(self) -> None:
+        """Releases the lock. A run that wrote no results leaves nothing behind: its
+        options file and the folders it created go again."""
+        if not self._files:
+            return
+        single = self.processes == 1
+        if not self.results_path.exists() and (self.out / MANIFEST) in self._made:
+            (self.out / MANIFEST).unlink(missing_ok=True)
+        if single:                                  # held exclusively: nobody else uses it
+            (self.out / _LOCK).unlink(missing_ok=True)
         for f in self._files:
             f.close()                               # closing releases the lock
         self._files = []
+        for folder in self._made:
+            if folder.is_dir():
+                try:
+                    folder.rmdir()                  # only if empty
+                except OSError:
+                    break
 
     def _lock(self, path: Path, *, exclusive: bool) -> None:
         import fcntl
 
-        f = open(path, "a+b")
-        try:
-            fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise ValueError(f"--out {self.out} is in use by another jaxcam run; wait for it "
-                             "to finish or choose another --out") from None
+        while True:
+            f = open(path, "a+b")
+            try:
+                fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                raise ValueError(f"--out {self.out} is in use by another jaxcam run; wait "
+                                 "for it to finish or choose another --out") from None
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(f.fileno()).st_ino:
+                break
+            f.close()            # its holder removed the file meanwhile: lock the new one
         self._files.append(f)
 
     def _check_options(self) -> None:
@@ -517,6 +545,8 @@ class OutputFolder:
                              f"options ({'; '.join(diff)}); rerun with the same options, or "
                              "choose another --out")
         if recorded != self.options:
+            if not manifest.exists():
+                self._made.insert(0, manifest)
             viz.write_text(manifest, json.dumps({"options": self.options}, indent=2) + "\n")
 
     def done(self) -> set[str]:

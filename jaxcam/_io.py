@@ -267,13 +267,13 @@ def _tiff_ifd0(data, wanted: frozenset[int] = _TIFF_SCALARS | _TIFF_ARRAYS
                 tag in _TIFF_ARRAYS and kind == 1):     # offsets are SHORT, LONG or LONG8
             continue
         dtype = np.dtype(order + _TIFF_TYPES[kind])
-        if tag in _TIFF_SCALARS:
-            count = 1
-        if count * dtype.itemsize <= inline:
+        if count * dtype.itemsize <= inline:  # the values are in the entry itself
             where = ifd + count_size + i * entry.itemsize + entry.itemsize - inline
         else:  # stored elsewhere: checked against the data first
             (where,) = struct.unpack(order + ("Q" if big else "I"), bytes(entries["value"][i]))
             _need(data, where + count * dtype.itemsize, f"TIFF tag {tag}")
+        if tag in _TIFF_SCALARS:
+            count = 1
         values = np.frombuffer(data, dtype, count=count, offset=where).astype(np.uint64)
         tags[tag] = int(values[0]) if tag in _TIFF_SCALARS else values
     return tags

@@ -13,6 +13,7 @@ from jaxcam._batch import DERIVATIVES as DERIVATIVES
 from jaxcam._batch import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from jaxcam._batch import JsonLines as JsonLines
 from jaxcam._batch import MethodSpec as MethodSpec
+from jaxcam._batch import OutputFolder as OutputFolder
 from jaxcam._batch import Photo as Photo
 from jaxcam._batch import RunConfig as RunConfig
 from jaxcam._batch import done_paths as done_paths
@@ -23,6 +24,6 @@ from jaxcam._batch import num_classes as num_classes
 from jaxcam._batch import parse_methods as parse_methods
 from jaxcam._batch import results_name as results_name
 
-__all__ = ["DERIVATIVES", "IMAGE_SUFFIXES", "JsonLines", "MethodSpec", "Photo", "RunConfig",
+__all__ = ["DERIVATIVES", "IMAGE_SUFFIXES", "JsonLines", "MethodSpec", "OutputFolder", "Photo", "RunConfig",
            "done_paths", "explain_photos", "explain_step", "find_images", "num_classes",
            "parse_methods", "results_name"]

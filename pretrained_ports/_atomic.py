@@ -116,7 +116,10 @@ def atomic_write_all(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
     backups: dict[Path, Path | None] = {}  # target -> hard link to its old version, or None
     try:
         for target, data in zip(targets, files.values()):
-            made_dirs += _make_parents(target)
+            try:
+                made_dirs += _make_parents(target)
+            except OSError as e:    # a file in the way of a folder: name the target
+                raise _naming(e, target) from None
             temporaries[target] = _write_temporary(target, data)
         for target, tmp in temporaries.items():
             backups[target] = _backup(target)
