@@ -121,8 +121,10 @@ def _private_folder(folder: Path) -> None:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = path.stat()
         if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            whose = ("owned by another user" if st.st_uid != os.getuid()
+                     else "writable by other users")
             raise ValueError(
-                f"the compilation cache folder {path} is {'owned by another user' if st.st_uid != os.getuid() else 'writable by other users'}: "
+                f"the compilation cache folder {path} is {whose}: "
                 "the executables cached there would run in this process; make it yours "
                 f"and private (chmod 700 {path}), set $JAXCAM_CACHE to a private folder, or "
                 "pass --no-compile-cache")

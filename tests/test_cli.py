@@ -75,7 +75,8 @@ def test_random_weights_on_purpose_and_outputs_survive_a_closed_pipe(tmp_path):
     assert stderr.splitlines() == ["jaxcam: note: resnet18 has random weights (--weights "
                                    "random): its maps explain no learned features"]
     written = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert len(written) == 2 and written[0].startswith("cat_grad_cam_class")
+    assert len(written) == 3 and written[0].startswith("cat_grad_cam_class")
+    assert written[1:] == ["results.jsonl", "run.json"]
     assert written[1] == "results.jsonl"
 
 

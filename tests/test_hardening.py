@@ -441,3 +441,54 @@ def test_explain_in_place_resumes_without_repeating_or_mixing_options(tmp_path):
     assert "other options" in other.stderr and len(other.stderr.splitlines()) == 1
     twice = _jaxcam(*base, "--layer", "layer4,layer4", cwd=tmp_path)
     assert twice.returncode == 2 and "more than once" in twice.stderr
+
+
+# --- fuzz: the header parser, in time and memory
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _seed_images() -> list[bytes]:
+    image = np.random.default_rng(3).integers(0, 256, (12, 9, 3), np.uint8)
+    exif = _exif([(274, 3, 1, struct.pack("<H", 6)), (256, 4, 3, struct.pack("<I", 60))]) \
+        + b"\0" * 16
+    seeds = [cv2.imencode(f".{ext}", image)[1].tobytes() for ext in ("png", "bmp", "tiff")]
+    seeds.append(cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes())
+    seeds += [_jpeg_with_exif(exif), _png_with_exif(exif), _directory_bomb(30, 50)]
+    return seeds
+
+
+SEEDS = _seed_images()
+_EDIT = st.tuples(st.sampled_from(["set", "cut", "insert", "int"]), st.integers(0, 4000),
+                  st.binary(min_size=1, max_size=8))
+
+
+def _mutate(data: bytes, edits) -> bytes:
+    out = bytearray(data)
+    for kind, at, value in edits:
+        at %= max(len(out), 1)
+        if kind == "set":
+            out[at:at + len(value)] = value
+        elif kind == "cut":
+            del out[at:]
+        elif kind == "insert":
+            out[at:at] = value
+        else:                                   # an extreme 4-byte integer (a count, an offset)
+            out[at:at + 4] = struct.pack("<I", (0, 1, 2**16, 2**31, 2**32 - 1)[value[0] % 5])
+    return bytes(out)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(seed=st.integers(0, len(SEEDS) - 1), edits=st.lists(_EDIT, max_size=6))
+def test_fuzz_image_headers(seed, edits):
+    """Any mutation of a PNG, JPEG (with EXIF), WebP, BMP or TIFF: a header or an
+    ImageError, never another exception, within the time and memory budget."""
+    data = _mutate(SEEDS[seed], edits)
+    try:
+        header = _bounded(image_header, data)
+    except ImageError as e:
+        assert len(str(e).splitlines()) == 1
+    else:
+        assert header.width > 0 and header.height > 0 and 1 <= header.orientation <= 8

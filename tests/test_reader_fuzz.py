@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import pickletools
 import struct
+import time
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -244,3 +245,41 @@ def test_fuzz_opcode_streams(work: Path, seeds: dict[str, Any], stream: bytes, f
     _still_exact(work, seeds)
 
 
+
+
+# ------------------------------------------------------------- integer fields
+
+_INTS = st.one_of(
+    st.integers(0, 8),
+    st.integers(2**62, 2**64),
+    st.integers(-(2**70), -1),
+    st.integers(2**64, 2**512),
+    st.sampled_from([2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63]),
+)
+
+
+def _text_int(digits: int) -> bytes:
+    return b"I" + b"9" * digits + b"\n"
+
+
+@FUZZ
+@given(size=st.lists(_INTS, min_size=0, max_size=6), stride=st.lists(_INTS, max_size=6),
+       offset=_INTS, numel=_INTS, digits=st.integers(1, 6000),
+       fmt=st.sampled_from(FORMATS), where=st.sampled_from(["none", "numel", "offset"]))
+def test_fuzz_integer_fields(work: Path, seeds: dict[str, Any], size: list[int],
+                             stride: list[int], offset: int, numel: int, digits: int,
+                             fmt: str, where: str) -> None:
+    """Sizes, strides, offsets and element counts of any magnitude (binary LONG1 or a
+    text INT of thousands of digits): a result or a one-line CheckpointError naming the
+    file, under 1 s and the memory limit, never Python's int-conversion limit."""
+    body = p_tensor(fmt, size=tuple(size), stride=tuple(stride), numel=numel, offset=offset)
+    if where != "none":                      # one field as a text INT of `digits` digits
+        field = p_int(numel if where == "numel" else offset)
+        body = body.replace(field, _text_int(digits), 1)
+    path = work / "ints.pt"
+    path.write_bytes(checkpoint(fmt, p_dict({"w": body}).join([b"\x80\x02", b"."]),
+                                {"0": (4, struct.pack("<4f", 1, 2, 3, 4))}))
+    start = time.process_time()
+    _read_bounded(path)
+    assert time.process_time() - start < 2.0      # traced: allocations run slower
+    _still_exact(work, seeds)
