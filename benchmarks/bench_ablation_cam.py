@@ -22,7 +22,7 @@ recomputed for every batch of ablated copies). It is timed with ``time.perf_coun
 ``--pgc-images`` images, ``--pgc-repeats`` times (few: on the 2-core CPU of RESULTS.md one
 call on one 224 x 224 image took 361-391 s when the machine was otherwise idle, 689-1147 s
 when it was shared; the whole default run took 14 to 34 minutes). Both libraries get the
-same weights (the PyTorch reference ResNet-50 of ``tests/torch_reference.py``, randomized
+same weights (the PyTorch reference ResNet-50 of ``jaxcam.bench.torch_models``, randomized
 with seed 0, saved with ``torch.save`` and loaded into jaxcam with
 ``jaxcam.models.load``), the same inputs and the same target classes
 (each image's top-1 class), and the same number of threads (``torch.set_num_threads``;
@@ -125,7 +125,8 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
-    import torch_reference
+
+    from jaxcam.bench import torch_models as torch_reference
 
     torch.set_num_threads(args.threads)
     load_start = load_avg()

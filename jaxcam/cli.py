@@ -6,7 +6,7 @@
   jaxcam compare IMAGE                 exact vs closed-form Grad-CAM++ and Smooth Grad-CAM++
   jaxcam convert MODEL CKPT -o OUT     a torchvision checkpoint to a .msgpack (no torch)
   jaxcam models | layers MODEL | methods
-  jaxcam bench [--suite quick|full]    the benchmark suite (from a clone)
+  jaxcam bench [--suite quick|full]    the benchmark suite
 
 Errors are one line on stderr with exit status 2 (--debug shows the traceback). Compiled
 programs are cached in the jaxcam cache folder ($JAXCAM_CACHE or ~/.cache/jaxcam), so a
@@ -449,17 +449,10 @@ def _compare(args) -> int:
 
 
 def _bench(args) -> int:
-    """``python -m benchmarks run ...`` from the clone this jaxcam runs from."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "suite.py").is_file():
-        raise ValueError("jaxcam bench runs the benchmarks/ folder of a clone of the "
-                         "repository, which an installed package does not have: clone it, "
-                         "`pip install -e .` there and run `jaxcam bench` or `python -m "
-                         "benchmarks run`")
-    sys.path.insert(0, str(root))
-    from benchmarks.suite import main as bench
+    """The benchmark suite of :mod:`jaxcam.bench`."""
+    from jaxcam.bench import main as bench
 
-    return bench(["run", *(o for o in args.options if o != "--")])
+    return bench([o for o in args.options if o != "--"])
 
 
 def _convert(args) -> int:
@@ -622,14 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, help="output .msgpack path")
     convert.set_defaults(run=_convert)
 
-    bench = sub_parser("bench", "the benchmark suite (python -m benchmarks run): every "
+    bench = sub_parser("bench", "the benchmark suite (jaxcam.bench): every "
                                 "method jit-compiled beside its baselines and the peers",
                        epilog="examples:\n  jaxcam bench --suite quick --out results.json\n"
                               "  jaxcam bench --models resnet50 --methods grad_cam,"
-                              "grad_cam_pp:exact --batch-sizes 1,8,32\n(every option of "
-                              "`python -m benchmarks run --help`)")
+                              "grad_cam_pp:exact --batch-sizes 1,8,32")
     bench.add_argument("options", nargs=argparse.REMAINDER,
-                       help="options of python -m benchmarks run")
+                       help="the suite's options (jaxcam bench --help)")
     bench.set_defaults(run=_bench)
     sub_parser("models", "list the model zoo").set_defaults(run=_models)
     layers = sub_parser("layers", "list a model's layers (the default marked)",
@@ -645,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"] and not {"-h", "--help"} & set(argv[1:2]):
-        argv = ["bench", "--", *argv[1:]]          # every option goes to the suite
+    if argv[:1] == ["bench"]:
+        argv = ["bench", "--", *argv[1:]]          # every option, --help too, goes to the suite
     args = build_parser().parse_args(argv)
     try:
         if args.command not in ("models", "layers", "methods", "convert", "bench"):

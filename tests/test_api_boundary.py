@@ -246,7 +246,8 @@ def test_cli_and_benchmarks_use_only_the_public_api():
 
     root = Path(__file__).resolve().parents[1]
     offenders = []
-    for path in [root / "jaxcam" / "cli.py", *sorted((root / "benchmarks").glob("*.py"))]:
+    for path in [root / "jaxcam" / "cli.py", *sorted((root / "jaxcam" / "bench").glob("*.py")),
+                 *sorted((root / "benchmarks").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -261,4 +262,25 @@ def test_cli_and_benchmarks_use_only_the_public_api():
                 if parts[0] == "jaxcam" and any(p.startswith("_") and not p.endswith("__")
                                                for p in parts[1:]):
                     offenders.append(f"{path.name}:{node.lineno} {name}")
+    assert not offenders, offenders
+
+
+def test_the_installed_package_stands_on_its_own():
+    """Nothing in jaxcam/ or pretrained_ports/ edits sys.path or imports the clone's
+    benchmarks/ or tests/ (a wheel has neither; .ci/wheel runs it away from the clone)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in sorted(p for package in ("jaxcam", "pretrained_ports")
+                       for p in (root / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} sys.path")
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                       [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(root)}:{node.lineno} imports {m}"
+                          for m in modules if m.split(".")[0] in ("benchmarks", "tests")]
     assert not offenders, offenders

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from jaxcam import bench as suite
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks import suite  # noqa: E402
+from benchmarks._standin import torchvision_standin  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,8 @@ def document():
     cases = [suite.Case("resnet18", "layer4", 32, "grad_cam", 2),
              suite.Case("resnet18", "layer4", 32, "grad_cam_pp:exact", 1),
              suite.Case("resnet18", "layer3", 32, "score_cam", 1, (("mask_chunk", 128),))]
-    return suite.run(cases, repeats=1, progress=None)
+    with torchvision_standin():                       # pytorch-grad-cam imports torchvision
+        return suite.run(cases, repeats=1, progress=None)
 
 
 def test_rows_baselines_and_peers(document):

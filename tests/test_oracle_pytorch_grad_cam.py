@@ -38,7 +38,7 @@ import pytest
 import jaxcam
 
 torch = pytest.importorskip("torch")
-torch_reference = pytest.importorskip("torch_reference")
+torch_reference = pytest.importorskip("jaxcam.bench.torch_models")
 
 STANDIN = Path(__file__).resolve().parent / "_torchvision_standin"
 TARGETS = [3, 8]  # a different class per image; both give partly positive maps here

@@ -48,7 +48,7 @@ import jaxcam
 
 torch = pytest.importorskip("torch")
 methods = pytest.importorskip("torchcam.methods")
-torch_reference = pytest.importorskip("torch_reference")
+torch_reference = pytest.importorskip("jaxcam.bench.torch_models")
 
 LAYERS = ["layer4", "layer3"]  # jaxcam's split layer == the module whose output torch-cam hooks
 TARGETS = [3, 8]               # a different class per image

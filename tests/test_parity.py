@@ -9,7 +9,7 @@ import jaxcam
 import pretrained_ports
 
 torch = pytest.importorskip("torch")
-torch_reference = pytest.importorskip("torch_reference")
+torch_reference = pytest.importorskip("jaxcam.bench.torch_models")
 
 
 def _reference(name: str):

@@ -1,4 +1,6 @@
-"""Minimal PyTorch reference models used only as test oracles.
+"""PyTorch reference models: the peers' side of the benchmark suite, and the tests' oracles.
+
+Imported only where torch is installed (torch is never a dependency of jaxcam).
 
 The modules below are written from scratch, but their ``state_dict()`` key
 names and tensor shapes match torchvision's VGG / ResNet (v1.5) models and the

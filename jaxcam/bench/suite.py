@@ -1,7 +1,7 @@
 """The benchmark suite: every method jit-compiled, beside its baselines and the peers.
 
-    python -m benchmarks run --suite quick --out results.json     # (also: jaxcam bench)
-    python -m benchmarks run --models resnet50 --methods grad_cam,grad_cam_pp:exact \\
+    jaxcam bench --suite quick --out results.json     # from a clone also: python -m benchmarks run
+    jaxcam bench --models resnet50 --methods grad_cam,grad_cam_pp:exact \\
         --batch-sizes 1,8,32 --size 224
 
 For each (model, layer, method, options, batch size) and library, a row of:
@@ -22,9 +22,11 @@ For each (model, layer, method, options, batch size) and library, a row of:
   computations.
 
 The peers (pytorch-grad-cam, torch-cam, when installed) run on PyTorch reference models
-carrying the same weights (``tests/torch_reference.py``: a seeded PyTorch model, saved as
-a checkpoint and loaded into jaxcam through its converter), on the same inputs, with
-PyTorch's threads set to the cores XLA uses.
+carrying the same weights (:mod:`jaxcam.bench.torch_models`: a seeded PyTorch model, saved
+as a checkpoint and loaded into jaxcam through its converter), on the same inputs, with
+PyTorch's threads set to the cores XLA uses. pytorch-grad-cam imports torchvision: where
+that cannot be imported, the environment records pytorch_grad_cam as None and its rows are
+left out.
 
 The JSON document (``SCHEMA_VERSION``): ``{"schema", "suite", "environment": {...},
 "rows": [row, ...]}``, each row with the keys of ``ROW_KEYS``; :func:`validate` checks it.
@@ -40,7 +42,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 ROW_KEYS = ("model", "layer", "size", "method", "options", "batch_size", "library",
             "compile_s", "median_s", "min_s", "max_s", "repeats", "images_per_s",
@@ -212,8 +212,8 @@ class Setup:
         if model in TORCH_MODELS and _importable("torch"):
             import torch
 
-            sys.path.insert(0, str(REPO / "tests"))
-            reference = importlib.import_module("torch_reference")
+            from jaxcam.bench import torch_models as reference
+
             build, layer_of, self.torchcam_layer = TORCH_MODELS[model]
             self.torch_model = reference.randomize_(build(reference), seed=seed).eval()
             self.torch_layer = layer_of(self.torch_model)
@@ -241,19 +241,12 @@ def _importable(name: str) -> bool:
 
 
 def _pytorch_grad_cam():
-    """``pytorch_grad_cam``, imported over the test stand-in of torchvision where the real
-    one is missing (it cannot load beside the CPU build of torch); None if not installed."""
-    saved = list(sys.path)
-    try:
-        importlib.import_module("torchvision")
-    except Exception:                    # noqa: BLE001 - missing or unloadable
-        sys.path.insert(0, str(REPO / "tests" / "_torchvision_standin"))
+    """``pytorch_grad_cam``, or None where it (or the torchvision it imports) cannot be
+    imported."""
     try:
         return importlib.import_module("pytorch_grad_cam")
-    except Exception:                    # noqa: BLE001 - not installed
+    except Exception:                    # noqa: BLE001 - not installed or unloadable
         return None
-    finally:
-        sys.path[:] = saved
 
 
 def _jaxcam_fn(setup: Setup, case: Case, x, classes):
@@ -377,14 +370,25 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _source_commit() -> str | None:
+    """The git commit of the source tree jaxcam is imported from (an editable install of a
+    clone), or None (an installed wheel)."""
+    import jaxcam
+
+    source = Path(jaxcam.__file__).resolve().parents[1]
+    if not (source / ".git").exists():
+        return None
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def environment() -> dict:
     import jax
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    commit = _source_commit()
     threads = None
     if _importable("torch"):
         import torch
@@ -467,11 +471,12 @@ def run(cases: list[Case], *, repeats: int = 10, peers: bool = True, suite: str 
     return document
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "jaxcam bench") -> int:
+    """Runs the suite (or the cases the options give) and writes its JSON document and
+    Markdown table: ``jaxcam bench [options]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a suite, or the cases the options give")
+    p = parser
     p.add_argument("--suite", choices=sorted(SUITES), default=None)
     p.add_argument("--models", default=None, help="e.g. resnet18,resnet50")
     p.add_argument("--methods", default=None, help="e.g. grad_cam,grad_cam_pp:exact")
