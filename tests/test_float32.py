@@ -9,6 +9,8 @@ The closed forms are checked against nested jax.jvp through jax.nn's links in fl
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,9 @@ import pytest
 import jaxcam
 from jaxcam import _links as L
 from jaxcam._taylor import taylor_along
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import bench_float32_gaps  # noqa: E402
 
 VECTOR_LINKS = {"logit": lambda s: s, "exp": jnp.exp, "softmax": jax.nn.softmax,
                 "log_softmax": jax.nn.log_softmax, "rest": lambda s: s + jax.nn.log_softmax(s)}
@@ -100,23 +105,8 @@ def _mpmath_oracle(link, logits, c, coeffs):
 
 # --- whole maps: float32 versus float64 on ResNet-18, logits scaled to a top-2 gap
 
-def _with_gap(split, x, gap):
-    """The split with the bias of x's top class moved so that its logit is exactly ``gap``
-    above the second's (the Jacobian is unchanged); the top class is returned as the
-    target."""
-    logits = np.asarray(split.logits(x)[0], np.float64)
-    top, second = np.argsort(logits)[::-1][:2]
-    bias = np.asarray(split.variables["params"]["fc"]["bias"], np.float64)
-    bias[top] += gap - (logits[top] - logits[second])
-    fc = {**split.variables["params"]["fc"], "bias": jnp.asarray(bias, jnp.float32)}
-    params = {**split.variables["params"], "fc": fc}
-    return split.replace(variables={**split.variables, "params": params}), int(top)
-
-
-def _raw_map(split, x, target, link, engine):
-    return np.asarray(jaxcam.grad_cam_pp(split, x, target, link=link, derivatives="exact",
-                                         engine=engine, upsample=False, normalize=False),
-                      np.float64)
+# the sweep's own helpers (benchmarks/bench_float32_gaps.py measures every gap, 0 to 40)
+_with_gap, _raw_map = bench_float32_gaps.with_gap, bench_float32_gaps.raw_map
 
 
 GAPS = (0.0, 4.0, 8.0, 16.0, 32.0)
