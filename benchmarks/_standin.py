@@ -14,14 +14,15 @@ STANDIN = Path(__file__).resolve().parents[1] / "tests" / "_torchvision_standin"
 
 @contextlib.contextmanager
 def torchvision_standin():
-    """Within the block, ``import torchvision`` finds the stand-in if the real one fails."""
+    """Within the block, ``import torchvision`` finds the stand-in if the real one fails;
+    the block gets whether it does (modules imported inside it stay imported)."""
     try:
         importlib.import_module("torchvision")
     except Exception:                    # noqa: BLE001 - missing or unloadable
         sys.path.insert(0, str(STANDIN))
         try:
-            yield
+            yield True
         finally:
             sys.path.remove(str(STANDIN))
         return
-    yield
+    yield False

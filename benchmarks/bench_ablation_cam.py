@@ -56,12 +56,10 @@ import jax.numpy as jnp
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
-STANDIN = TESTS / "_torchvision_standin"
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(TESTS))
 
 import jaxcam  # noqa: E402
+from _standin import torchvision_standin  # noqa: E402
 from _timing import emit, machine, measure_many  # noqa: E402
 
 
@@ -79,15 +77,10 @@ def patched(obj, name, value):
 def import_pgc():
     """``pytorch_grad_cam``, imported with the test-only torchvision stand-in when the real
     torchvision is missing (as the ``pgc`` fixture of the oracle test does)."""
-    try:
-        importlib.import_module("torchvision")
-        standin = False
-    except ImportError:
-        sys.path.insert(0, str(STANDIN))
-        standin = True
-    pgc = importlib.import_module("pytorch_grad_cam")
-    importlib.import_module("pytorch_grad_cam.ablation_cam")
-    importlib.import_module("pytorch_grad_cam.utils.model_targets")
+    with torchvision_standin() as standin:
+        pgc = importlib.import_module("pytorch_grad_cam")
+        importlib.import_module("pytorch_grad_cam.ablation_cam")
+        importlib.import_module("pytorch_grad_cam.utils.model_targets")
     return pgc, standin
 
 

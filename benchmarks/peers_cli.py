@@ -93,14 +93,13 @@ def load_model():
 def import_pgc():
     """``pytorch_grad_cam`` (GradCAM, ClassifierOutputTarget). It imports torchvision at
     import time; where torchvision is not installed (this project's venv), the tests'
-    stand-in ``tests/_torchvision_standin`` (import-only names) is put on sys.path first,
-    as tests/test_oracle_pytorch_grad_cam.py does."""
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(REPO / "tests" / "_torchvision_standin"))
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    stand-in ``tests/_torchvision_standin`` (import-only names) is found instead
+    (:func:`_standin.torchvision_standin`)."""
+    from _standin import torchvision_standin
+
+    with torchvision_standin():
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     return GradCAM, ClassifierOutputTarget
 
 

@@ -209,7 +209,7 @@ class Setup:
 
         self.model, self.layer, self.size = model, layer, size
         self.torch_model = self.torch_layer = self.torchcam_layer = None
-        if model in TORCH_MODELS and _importable("torch"):
+        if model in TORCH_MODELS and _optional("torch") is not None:
             import torch
 
             from jaxcam.bench import torch_models as reference
@@ -232,20 +232,12 @@ class Setup:
         return x, (np.arange(batch) * 7 + 3).astype(np.int32) % 1000
 
 
-def _importable(name: str) -> bool:
+def _optional(name: str):
+    """The module ``name``, or None where it (or what it imports, as pytorch-grad-cam's
+    torchvision) is missing or cannot be loaded."""
     try:
-        importlib.import_module(name)
-        return True
+        return importlib.import_module(name)
     except Exception:                    # noqa: BLE001 - any import failure: not available
-        return False
-
-
-def _pytorch_grad_cam():
-    """``pytorch_grad_cam``, or None where it (or the torchvision it imports) cannot be
-    imported."""
-    try:
-        return importlib.import_module("pytorch_grad_cam")
-    except Exception:                    # noqa: BLE001 - not installed or unloadable
         return None
 
 
@@ -298,7 +290,7 @@ def _peer_fn(library: str, setup: Setup, case: Case, x, classes):
 
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     if library == "pytorch_grad_cam":
-        pgc = _pytorch_grad_cam()
+        pgc = _optional("pytorch_grad_cam")
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         cam = getattr(pgc, PGC[case.method])(setup.torch_model, [setup.torch_layer])
@@ -342,9 +334,7 @@ def run_case(setup: Setup, case: Case, repeats: int, peers: bool = True) -> list
     if ":" in case.method or dict(case.options):
         return rows                       # the peers have no exact derivatives / options
     for library, table in (("pytorch_grad_cam", PGC), ("torchcam", TORCHCAM)):
-        available = (_pytorch_grad_cam() is not None if library == "pytorch_grad_cam"
-                     else _importable(library))
-        if name not in table or not available:
+        if name not in table or _optional(library) is None:
             continue
         fn = _peer_fn(library, setup, case, x, classes)
         theirs = _time({"peer": fn}, repeats)["peer"]
@@ -390,7 +380,7 @@ def environment() -> dict:
 
     commit = _source_commit()
     threads = None
-    if _importable("torch"):
+    if _optional("torch") is not None:
         import torch
 
         threads = torch.get_num_threads()
