@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam import _links as L
+from jaxcam import _twofloat as TF
 from jaxcam._targets import SCALAR_LINKS, Objective, resolve_for
 from jaxcam._chunking import chunked_map, chunked_sum
 from jaxcam._split import vmap_examples
@@ -140,16 +141,46 @@ def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, 
     return chunked_sum(moments, n=classes, chunk=chunk)
 
 
+def _matrix_moments(w: Array, p: Array, chunk: int) -> tuple[Array, Array]:
+    """:func:`_jacobian_moments` of an affine head m -> m W + b on pooled activations
+    (B, 1, 1, K), from W (K, C) itself: the deviations W_j - E_p[W] cost B K per class
+    instead of a vector-Jacobian product each. The most probable class r's deviation
+    takes the exact form sum_{l != r} p_l (W_r - W_l) (one cotangent product), so the
+    moments stay accurate when p_r is close to 1."""
+    classes = p.shape[-1]
+    wt = w.T                                                             # (C, K)
+    hp = jax.lax.Precision.HIGHEST
+    mean = jnp.matmul(p, wt, precision=hp)                               # (B, K)
+    mode = jnp.argmax(p, axis=-1)                                        # (B,)
+    is_mode = jax.nn.one_hot(mode, classes, dtype=p.dtype) > 0              # (B, C)
+    rest = jnp.sum(jnp.where(is_mode, 0.0, p), axis=-1, keepdims=True)      # 1 - p_r
+    at_mode = jnp.matmul(jnp.where(is_mode, rest, -p), wt, precision=hp)  # (B, K)
+
+    def moments(idx):                      # idx (chunk,) classes; padded ones are dropped
+        safe = jnp.minimum(idx, classes - 1)
+        dev = wt[safe][:, None, :] - mean[None]                          # (chunk, B, K)
+        dev = jnp.where((safe[:, None] == mode[None])[..., None], at_mode[None], dev)
+        wgt = jnp.take(p, safe, axis=-1).T[..., None]                    # (chunk, B, 1)
+        w_d2 = wgt * dev * dev
+        return w_d2, w_d2 * dev
+
+    m2, m3 = chunked_sum(moments, n=classes, chunk=chunk)
+    return m2[:, None, None], m3[:, None, None]
+
+
 def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, order: int,
-                    chunk: int) -> tuple[Array, ...]:
+                    chunk: int, matrix: Array | None = None) -> tuple[Array, ...]:
     """softmax / log_softmax on a piecewise-linear head, along the straight curves
     S + t J e_i of every activation at once. With d_j = J_j - E_p[J] (every class's
     column entries relative to their mean): h1 = d_c, h2 = -sum_j p_j d_j^2,
-    h3 = -sum_j p_j d_j^3 (:mod:`jaxcam._links`)."""
+    h3 = -sum_j p_j d_j^3 (:mod:`jaxcam._links`). ``matrix``: J itself (K, C), for an
+    affine head on pooled activations."""
     _, head_vjp = jax.vjp(split.logits_from, a)
     log_p = jax.nn.log_softmax(logits, axis=-1)
     (h1,) = head_vjp(L.class_gradient("log_softmax", logits, classes))
-    m2, m3 = _jacobian_moments(head_vjp, a, jnp.exp(log_p), chunk)
+    p = jnp.exp(log_p)
+    m2, m3 = (_jacobian_moments(head_vjp, a, p, chunk) if matrix is None
+              else _matrix_moments(matrix, p, chunk))
     h = (h1, -m2, -m3)
     target = jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
     if link == "softmax":
@@ -162,8 +193,10 @@ def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, o
 
 
 def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objective,
-                order: int, chunk: int) -> tuple[Array, ...]:
-    """The linearised engine on a batch: a (B, h, w, K), logits (B, C), classes (B,)."""
+                order: int, chunk: int, matrix: Array | None = None) -> tuple[Array, ...]:
+    """The linearised engine on a batch: a (B, h, w, K), logits (B, C), classes (B,);
+    ``matrix``: the head's Jacobian (K, C) when a is pooled (B, 1, 1, K) and the head
+    affine."""
     if _needs_one_row(objective):
         # Y depends on S_c alone: the column entries needed form the gradient row
         # u = dS_c/dA, and the derivatives are those of the link along u, elementwise.
@@ -174,7 +207,8 @@ def _linearised(split, a: Array, logits: Array, classes: Array, objective: Objec
         d = L.bell(u, zero, zero) if objective.link == "exp" else (u, zero, zero)
         return d[:order]
     if objective.by_class and logits.shape[-1] <= a[0].size:
-        return _softmax_family(split, a, logits, classes, objective.link, order, chunk)
+        return _softmax_family(split, a, logits, classes, objective.link, order, chunk,
+                               matrix)
     one = lambda split, a, s0, c: _columns_one(split, a, s0, c, objective, order, chunk)
     return vmap_examples(one, split, a, logits, classes)
 
@@ -205,6 +239,36 @@ def _columns_one(split, a: Array, s0: Array, c: Array, objective: Objective, ord
     return tuple(d[:, k].reshape(a.shape) for k in range(order))
 
 
+def pooled_linear_parts(split, a: Array) -> tuple[Array, Array]:
+    """(W (K, C), b (C,)) of a split whose head is f(mean_hw A) with f affine
+    (``split.gap_linear_head``: ResNet at ``layer4``, EfficientNet-Lite0 at ``_swish``),
+    read exactly through the head at activations shaped like ``a`` (B, h, w, K)."""
+    if not split.gap_linear_head:
+        raise ValueError("pooled_linear_parts needs a head of global average pooling and "
+                         "one linear layer (split.gap_linear_head); split a ResNet at "
+                         "'layer4' or EfficientNet-Lite0 at '_swish'")
+    k = a.shape[-1]
+    return TF.affine_parts(lambda m: split.logits_from(m.reshape(-1, 1, 1, k)), k, a.dtype)
+
+
+def rounded_logits(split, a: Array) -> Array:
+    """The logits (B, C) of a pooled linear head at float32 activations ``a``, the exact
+    value rounded once to float32 (the plain float32 head is about sqrt(K) roundings off).
+    Exact Grad-CAM++ feeds these to its link (see :mod:`jaxcam._twofloat`)."""
+    if a.dtype != jnp.float32:
+        raise ValueError(f"rounded_logits is for float32 activations, got {a.dtype}")
+    return TF.pooled_linear_logits(a, *pooled_linear_parts(split, a))
+
+
+def _pooled_affine(split, a: Array, logits) -> tuple[Array, Array] | None:
+    """(W, b) of a float32 head f(mean_hw A) with f affine (``split.gap_linear_head``),
+    read exactly (:func:`jaxcam._twofloat.affine_parts`); None for any other head."""
+    if not (split.gap_linear_head and not split.needs_input and a.dtype == jnp.float32
+            and isinstance(logits, jax.Array) and logits.ndim == 2):
+        return None
+    return pooled_linear_parts(split, a)
+
+
 def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, order: int,
                     mode: str = "approx", engine: str = "auto",
                     chunk_size: int | None = None) -> tuple[Array, ...]:
@@ -222,6 +286,13 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
     if mode == "approx":
         return tuple(g**k for k in range(1, order + 1))
     chunk = chunk_size or DEFAULT_CHUNK
+    affine = None if _needs_one_row(objective) else _pooled_affine(split, a, logits)
+    if affine is not None:
+        # Near a pole of Grad-CAM++'s denominator the exact map amplifies the float32
+        # head's own rounding (sqrt(K) roundings over K channels) beyond 1e-3 relative;
+        # with the logits rounded once it stays within 1e-3 of float64 at every confidence
+        # (benchmarks/bench_float32_gaps.py).
+        logits = TF.pooled_linear_logits(jax.lax.stop_gradient(a), *affine)
     if engine == "auto":
         engine = "linearised" if split.piecewise_linear_head else "generic"
     if engine == "linearised":
@@ -232,7 +303,8 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
             # the same at every position. The pooled problem is a 1 x 1 map.
             z = a.shape[1] * a.shape[2]
             pooled = jnp.mean(a, axis=(1, 2), keepdims=True)
-            d = _linearised(split, pooled, logits, classes, objective, order, chunk)
+            matrix = None if affine is None else affine[0]
+            d = _linearised(split, pooled, logits, classes, objective, order, chunk, matrix)
             return tuple(jnp.broadcast_to(dk / z**k, a.shape) for k, dk in enumerate(d, 1))
         return _linearised(split, a, logits, classes, objective, order, chunk)
 
