@@ -6,11 +6,14 @@ name (:func:`available_methods`, :func:`method_info`); :func:`smoothed` adds noi
 smoothing to any gradient method. The building blocks are public too:
 :mod:`jaxcam.weighting` (the formulas on plain arrays), :mod:`jaxcam.derivatives` (the
 derivative engines) and :mod:`jaxcam.chunking` (bounded-memory evaluation of many items).
+:mod:`jaxcam.metrics` scores maps: faithfulness (average drop, deletion, insertion) and
+localisation (pointing games).
 """
 
 from jaxcam import batch as batch
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
+from jaxcam import metrics as metrics
 from jaxcam import models as models
 from jaxcam import targets as targets
 from jaxcam import viz as viz
@@ -61,7 +64,7 @@ __all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split
            "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
            "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
            "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
-           "method_info", "method_table", "models", "padded_size", "place", "pure_derivatives", "score_cam",
+           "method_info", "method_table", "metrics", "models", "padded_size", "place", "pure_derivatives", "score_cam",
            "shard_batch", "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam",
            "targets", "viz",
            "weighting",

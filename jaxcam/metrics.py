@@ -1,0 +1,333 @@
+"""Faithfulness and localisation metrics of saliency maps, batched and jit-compiled.
+
+Every metric takes per-image arrays and returns per-image values (B,); averaging is the
+caller's (:func:`summary` gives means with bootstrap intervals). The conventions:
+
+* ``predict``: any function ``x (B, H, W, 3) -> scores (B, C)``, e.g. class
+  probabilities; :func:`predictor` builds one from a split or a model.
+* ``maps``: (B, h, w) in [0, 1] (``jaxcam.weighting.normalize``), resized bilinearly with
+  half-pixel centres to the input's (H, W) when their size differs.
+* ``classes``: (B,) integer classes whose score is followed.
+
+The definitions (and where the peers differ) are in the README's "Scoring maps" section.
+Faithfulness:
+
+* :func:`average_drop`, :func:`increase_in_confidence`, :func:`confidence_change`: the
+  score of the input multiplied by the map, against the input's (Chattopadhyay et al.).
+* :func:`deletion`, :func:`insertion` (RISE, Petsiuk et al.): pixels removed from, or
+  restored to, the input in descending order of the map; the area under the score's curve.
+  Every step of every image is a row of batched forwards, ``chunk_size`` steps at a time.
+
+Localisation, against (B, H, W) boolean masks of the object:
+
+* :func:`pointing_game` (Zhang et al.), :func:`energy_pointing_game` (Score-CAM's),
+  :func:`relevance_rank_accuracy`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcam._checks import check_choice, check_finite_nonneg, check_positive_int
+from jaxcam._chunking import chunked_map
+from jaxcam._weighting import upsample
+
+Array = jax.Array
+Predict = Callable[[Array], Array]
+LINKS = ("softmax", "logit", "log_softmax")
+
+__all__ = ["LINKS", "average_drop", "blurred", "confidence_change", "curve_counts",
+           "deletion", "energy_pointing_game", "increase_in_confidence", "insertion",
+           "pointing_game", "predictor", "relevance_rank_accuracy", "summary",
+           "trapezoid_auc"]
+
+
+def predictor(model, link: str = "softmax") -> Predict:
+    """``x -> link(logits)`` (B, C) for a split (``jaxcam.models.load``) or any callable
+    ``x -> logits``.
+
+    Args:
+      model: a :class:`jaxcam.Split` (its full forward pass) or a function of x.
+      link: "softmax" (probabilities, the metrics' usual score), "logit" or
+        "log_softmax".
+    """
+    check_choice("link", link, LINKS)
+    forward = model.logits if hasattr(model, "logits") and hasattr(model, "features") \
+        else model
+    if not callable(forward):
+        raise TypeError(f"predictor needs a jaxcam.Split or a function x -> logits, got "
+                        f"{type(model).__name__}")
+    links = {"softmax": lambda s: jax.nn.softmax(s, axis=-1), "logit": lambda s: s,
+             "log_softmax": lambda s: jax.nn.log_softmax(s, axis=-1)}
+    return lambda x: links[link](forward(x))
+
+
+# --- inputs: checked once, concretely when they are concrete
+
+
+def _concrete(v) -> bool:
+    return not isinstance(v, jax.core.Tracer)
+
+
+def _inputs(x, maps, classes) -> tuple[Array, Array, Array]:
+    """x (B, H, W, C) float, maps (B, H, W) in [0, 1] at the input's size, classes (B,)."""
+    x = jnp.asarray(x)
+    maps = jnp.asarray(maps)
+    classes = jnp.asarray(classes)
+    if x.ndim != 4:
+        raise ValueError(f"x must be images (B, H, W, C), got shape {x.shape}")
+    if maps.ndim != 3 or maps.shape[0] != x.shape[0]:
+        raise ValueError(f"maps must be (B, h, w) with B = {x.shape[0]} as x, got shape "
+                         f"{maps.shape}")
+    if classes.shape != (x.shape[0],) or not jnp.issubdtype(classes.dtype, jnp.integer):
+        raise ValueError(f"classes must be {x.shape[0]} integers (B,), got "
+                         f"{classes.dtype} of shape {classes.shape}")
+    if _concrete(maps):
+        values = np.asarray(maps)
+        if not np.all(np.isfinite(values)):
+            bad = sorted(set(np.nonzero(~np.isfinite(values))[0].tolist()))
+            raise ValueError(f"maps of images {bad[:8]} are not finite (NaN or inf)")
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise ValueError(f"maps must lie in [0, 1], got [{values.min():.4g}, "
+                             f"{values.max():.4g}]: scale them with "
+                             "jaxcam.weighting.normalize")
+    maps = upsample(maps.astype(x.dtype), x.shape[1:3])
+    return x, maps, classes
+
+
+def _score(predict: Predict, x: Array, classes: Array) -> Array:
+    scores = predict(x)
+    if scores.ndim != 2 or scores.shape[0] != x.shape[0]:
+        raise ValueError(f"predict must return scores (B, C) for B = {x.shape[0]} images, "
+                         f"got shape {scores.shape}")
+    return jnp.take_along_axis(scores, classes[:, None], axis=1)[:, 0]
+
+
+# --- the input multiplied by its map
+
+
+def _with_map(predict: Predict, x, maps, classes) -> tuple[Array, Array]:
+    """(Y, O): the class scores of x and of x * map."""
+    x, maps, classes = _inputs(x, maps, classes)
+    return _score(predict, x, classes), _score(predict, x * maps[..., None], classes)
+
+
+def average_drop(predict: Predict, x, maps, classes, *, eps: float = 0.0) -> Array:
+    """max(0, Y - O) / (Y + eps) per image, Y = p_c(x), O = p_c(x * map) (a fraction,
+    not %); 0 where Y + eps = 0. torch-cam's ``ClassificationMetric`` uses eps = 1e-7."""
+    eps = check_finite_nonneg("eps", eps)
+    y, o = _with_map(predict, x, maps, classes)
+    den = y + eps
+    return jnp.where(den > 0, jnp.maximum(y - o, 0.0) / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def increase_in_confidence(predict: Predict, x, maps, classes) -> Array:
+    """1 where Y < O (strictly), else 0, per image (float)."""
+    y, o = _with_map(predict, x, maps, classes)
+    return (y < o).astype(y.dtype)
+
+
+def confidence_change(predict: Predict, x, maps, classes, *, relative: bool = False) -> Array:
+    """O - Y per image (pytorch-grad-cam's ``CamMultImageConfidenceChange``); with
+    ``relative``, (O - Y) / Y (0 where Y = 0)."""
+    y, o = _with_map(predict, x, maps, classes)
+    if not relative:
+        return o - y
+    return jnp.where(y != 0, (o - y) / jnp.where(y != 0, y, 1.0), 0.0)
+
+
+# --- deletion and insertion
+
+
+def curve_counts(pixels: int, steps: int) -> np.ndarray:
+    """The pixel counts of a deletion / insertion curve: 0, s, 2s, ..., P with
+    s = ceil(P / steps) (the last count clipped to P)."""
+    s = math.ceil(pixels / steps)
+    return np.minimum(np.arange(math.ceil(pixels / s) + 1) * s, pixels)
+
+
+def trapezoid_auc(curve: Array, fractions) -> Array:
+    """The trapezoid rule over the last axis of ``curve`` at the abscissae ``fractions``."""
+    f = jnp.asarray(fractions, curve.dtype)
+    widths = (f[1:] - f[:-1]).reshape((1,) * (curve.ndim - 1) + (-1,))
+    return jnp.sum((curve[..., 1:] + curve[..., :-1]) * widths, axis=-1) / 2
+
+
+def blurred(x: Array, *, size: int = 11, sigma: float = 5.0) -> Array:
+    """RISE's insertion substrate: a per-channel Gaussian blur (kernel ``size``,
+    ``sigma``), zero padded by size // 2 (PyTorch's ``conv2d(padding=5)``)."""
+    size = check_positive_int("size", size)
+    sigma = check_finite_nonneg("sigma", sigma)
+    r = np.arange(size) - size // 2
+    g = np.exp(-(r**2) / (2 * sigma**2)) if sigma > 0 else (r == 0).astype(float)
+    g = jnp.asarray(g / g.sum(), x.dtype)
+    pad = size // 2
+    channels = x.shape[-1]
+    kernel = jnp.broadcast_to((g[:, None] * g[None, :])[:, :, None, None],
+                              (size, size, 1, channels))
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), [(pad, size - 1 - pad)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
+        precision=jax.lax.Precision.HIGHEST)
+
+
+def _ranks(maps: Array) -> Array:
+    """Each pixel's place (B, H, W) in its map's stable descending order: the first of
+    equal values (in row-major order) comes first."""
+    flat = maps.reshape(maps.shape[0], -1)
+    order = jnp.argsort(-flat, axis=-1, stable=True)
+    places = jnp.broadcast_to(jnp.arange(flat.shape[1]), flat.shape)
+    ranks = jnp.zeros_like(order).at[jnp.arange(flat.shape[0])[:, None], order].set(places)
+    return ranks.reshape(maps.shape)
+
+
+def _curve(predict, x, maps, classes, substrate, *, steps, chunk_size, insert):
+    x, maps, classes = _inputs(x, maps, classes)
+    steps = check_positive_int("steps", steps)
+    chunk = check_positive_int("chunk_size", chunk_size)
+    if substrate is None:
+        substrate = blurred(x) if insert else jnp.zeros_like(x)
+    substrate = jnp.broadcast_to(jnp.asarray(substrate, x.dtype), x.shape)
+    pixels = x.shape[1] * x.shape[2]
+    counts = curve_counts(pixels, steps)
+    ranks = _ranks(maps)[..., None]                                     # (B, H, W, 1)
+    start, end = (substrate, x) if insert else (x, substrate)
+
+    def scores(k):                         # k (chunk,) pixel counts -> (chunk, B)
+        chosen = ranks[None] < k[:, None, None, None, None]             # top-k pixels
+        images = jnp.where(chosen, end[None], start[None])
+        flat = images.reshape(-1, *x.shape[1:])
+        return _score(predict, flat, jnp.tile(classes, k.shape[0])).reshape(k.shape[0], -1)
+
+    curve = chunked_map(scores, jnp.asarray(counts), chunk=chunk).T      # (B, n)
+    return curve, counts / pixels
+
+
+def deletion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=None,
+             chunk_size: int = 4, curve: bool = False):
+    """Area under the score's curve as the map's top pixels are deleted (lower is more
+    faithful).
+
+    Pixels (all channels) are ranked by a stable descending sort of the map; at counts
+    0, s, 2s, ..., P (s = ceil(P / steps)) the top-k are replaced by ``substrate``
+    (default zeros: the mean grey of normalised inputs). The score at each count, over the
+    fraction k / P, is integrated by the trapezoid rule.
+
+    Args:
+      steps: the curve's resolution (torch-cam's ``steps``).
+      substrate: an array broadcastable to x, or None.
+      chunk_size: curve points evaluated together, each a forward of the whole batch;
+        memory is chunk_size x B images.
+      curve: also return the curve (B, n) and its fractions (n,).
+
+    Returns:
+      (B,) AUCs, or (auc, curve, fractions) with ``curve``.
+    """
+    values, fractions = _curve(predict, x, maps, classes, substrate, steps=steps,
+                               chunk_size=chunk_size, insert=False)
+    auc = trapezoid_auc(values, fractions)
+    return (auc, values, fractions) if curve else auc
+
+
+def insertion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=None,
+              chunk_size: int = 4, curve: bool = False):
+    """Area under the score's curve as the map's top pixels are restored into
+    ``substrate`` (default RISE's blur, :func:`blurred`); higher is more faithful. As
+    :func:`deletion` otherwise."""
+    values, fractions = _curve(predict, x, maps, classes, substrate, steps=steps,
+                               chunk_size=chunk_size, insert=True)
+    auc = trapezoid_auc(values, fractions)
+    return (auc, values, fractions) if curve else auc
+
+
+# --- localisation
+
+
+def _masks(maps, masks) -> tuple[Array, Array]:
+    """maps resized to the masks' (H, W) and the boolean masks (B, H, W); an empty mask
+    is an error naming its image."""
+    maps, masks = jnp.asarray(maps), jnp.asarray(masks)
+    if masks.ndim != 3 or maps.ndim != 3 or masks.shape[0] != maps.shape[0]:
+        raise ValueError(f"maps (B, h, w) and masks (B, H, W) must share B, got shapes "
+                         f"{maps.shape} and {masks.shape}")
+    masks = masks.astype(bool)
+    if _concrete(masks):
+        empty = np.nonzero(~np.asarray(masks).reshape(masks.shape[0], -1).any(-1))[0]
+        if empty.size:
+            raise ValueError(f"the masks of images {empty[:8].tolist()} are empty: a map "
+                             "cannot point at an object that is not there; drop those "
+                             "images or give their masks")
+    if _concrete(maps) and not np.all(np.isfinite(np.asarray(maps))):
+        raise ValueError("maps are not finite (NaN or inf)")
+    return upsample(maps.astype(jnp.float32) if not jnp.issubdtype(
+        maps.dtype, jnp.floating) else maps, masks.shape[1:]), masks
+
+
+def _dilated(masks: Array, radius: float) -> Array:
+    """Every pixel within Euclidean distance ``radius`` of the mask."""
+    r = int(math.floor(radius))
+    offsets = np.arange(-r, r + 1)
+    disk = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2
+    grown = jax.lax.conv_general_dilated(
+        masks[..., None].astype(jnp.float32), jnp.asarray(disk, jnp.float32)[..., None, None],
+        (1, 1), [(r, r)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return grown[..., 0] > 0.5
+
+
+def pointing_game(maps, masks, *, tolerance: float = 0.0) -> Array:
+    """1 where a maximum of the map (every tied maximum counts) lies in the mask, or
+    within ``tolerance`` pixels of it (Euclidean; the paper uses 15), else 0 (float)."""
+    tolerance = check_finite_nonneg("tolerance", tolerance)
+    maps, masks = _masks(maps, masks)
+    target = _dilated(masks, tolerance) if tolerance > 0 else masks
+    top = maps == jnp.max(maps, axis=(1, 2), keepdims=True)
+    return jnp.any(top & target, axis=(1, 2)).astype(maps.dtype)
+
+
+def energy_pointing_game(maps, masks) -> Array:
+    """sum(map inside the mask) / sum(map) per image (0 for an all-zero map)."""
+    maps, masks = _masks(maps, masks)
+    total = jnp.sum(maps, axis=(1, 2))
+    inside = jnp.sum(jnp.where(masks, maps, 0.0), axis=(1, 2))
+    return jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def relevance_rank_accuracy(maps, masks) -> Array:
+    """The share of the map's top-|mask| pixels (stable descending order) inside the
+    mask, per image."""
+    maps, masks = _masks(maps, masks)
+    size = jnp.sum(masks, axis=(1, 2))
+    top = _ranks(maps) < size[:, None, None]
+    return jnp.sum(top & masks, axis=(1, 2)) / size
+
+
+# --- averages
+
+
+def summary(values, *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of per-image values with a percentile bootstrap interval.
+
+    Returns:
+      ``dict(mean, low, high, n, level)`` as Python floats (NaN-free: non-finite values
+      are an error naming them).
+    """
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("summary of no values")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"values {np.nonzero(~np.isfinite(v))[0][:8].tolist()} are not "
+                         "finite")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    resamples = check_positive_int("resamples", resamples)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, (resamples, v.size))].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return {"mean": float(v.mean()), "low": float(low), "high": float(high),
+            "n": int(v.size), "level": level}

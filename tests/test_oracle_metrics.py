@@ -1,0 +1,98 @@
+"""jaxcam.metrics == torch-cam 0.5.0's metrics on identical weights, inputs and maps.
+
+torch-cam's ``ClassificationMetric`` (average drop, increase in confidence) and
+``DeletionInsertionMetric`` take a CAM extractor; here the extractor is a stand-in that
+returns fixed maps (jaxcam's normalised Grad-CAM at ResNet-18's layer3, 4 x 4 for 64 x 64
+inputs, so both libraries also resize them), so what is compared is the metric alone.
+torch-cam accumulates sums over the batch; its means are compared with the means of
+jaxcam's per-image values. Its quirks, reproduced by options: the drop's denominator is
+p + 1e-7 (``eps=1e-7``), and its insertion starts from the same baseline as its deletion
+(zeros by default; jaxcam's default is RISE's blur, so ``substrate=0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+
+import jaxcam
+from jaxcam import metrics as M
+
+torch = pytest.importorskip("torch")
+tc_metrics = pytest.importorskip("torchcam.metrics")
+torch_reference = pytest.importorskip("jaxcam.bench.torch_models")
+
+SIZE, LAYER = 64, "layer3"
+
+
+class FixedMaps:
+    """A torch-cam CAM extractor that returns given maps."""
+
+    def __init__(self, model, maps):
+        self.model, self.maps = model, maps
+
+    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
+        return [torch.from_numpy(np.array(self.maps))]
+
+    def fuse_cams(self, cams):
+        return cams[0]
+
+    @contextlib.contextmanager
+    def _hooks_off(self):
+        yield
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    model = torch_reference.randomize_(torch_reference.resnet(18), seed=0).eval()
+    path = tmp_path_factory.mktemp("metrics") / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXCAM_CACHE", str(tmp_path_factory.getbasetemp() / "jaxcam-cache"))
+        split = jaxcam.models.load("resnet18", layer=LAYER, weights=path)
+    x = np.random.default_rng(0).normal(size=(4, SIZE, SIZE, 3)).astype(np.float32)
+    classes = np.asarray(split.logits(x)).argmax(axis=1)        # the predicted classes
+    maps = np.asarray(jaxcam.grad_cam(split, x, classes, upsample=False))
+    assert maps.shape == (4, 4, 4) and np.all(maps.max(axis=(1, 2)) == 1)
+    return model, split, x, maps, [int(c) for c in classes]
+
+
+def _nchw(a):
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+
+
+def test_average_drop_and_increase_match_torchcam(case):
+    model, split, x, maps, classes = case
+    metric = tc_metrics.ClassificationMetric(FixedMaps(model, maps),
+                                             partial(torch.softmax, dim=-1))
+    metric.update(_nchw(x), class_idx=classes)
+    want = metric.summary()
+    predict = M.predictor(split)
+    drop = M.average_drop(predict, x, maps, np.array(classes), eps=1e-7)
+    increase = M.increase_in_confidence(predict, x, maps, np.array(classes))
+    assert float(np.mean(drop)) == pytest.approx(want["avg_drop"], abs=1e-5)
+    assert float(np.mean(increase)) == pytest.approx(want["conf_increase"], abs=1e-5)
+    assert 0 < want["avg_drop"] < 1                  # a case that can fail
+
+
+def test_deletion_and_insertion_match_torchcam(case):
+    """On maps at the input's size: resized by each library, maps equal to a rounding can
+    rank near-ties differently, which moves the AUCs by about 1e-5."""
+    model, split, x, maps, classes = case
+    maps = np.asarray(jax.image.resize(maps, (4, SIZE, SIZE), "bilinear", antialias=False))
+    metric = tc_metrics.DeletionInsertionMetric(FixedMaps(model, maps),
+                                                partial(torch.softmax, dim=-1), steps=20)
+    metric.update(_nchw(x), class_idx=classes)
+    want = metric.summary()
+    predict = jax.jit(M.predictor(split))
+    classes = np.array(classes)
+    deletion = M.deletion(predict, x, maps, classes, steps=20)
+    insertion = M.insertion(predict, x, maps, classes, steps=20, substrate=0.0)
+    assert float(np.mean(deletion)) == pytest.approx(want["deletion_auc"], abs=1e-5)
+    assert float(np.mean(insertion)) == pytest.approx(want["insertion_auc"], abs=1e-5)
+    reversed_order = M.deletion(predict, x, 1 - maps, classes, steps=20)
+    assert abs(float(np.mean(reversed_order)) - want["deletion_auc"]) > 1e-4  # can fail
