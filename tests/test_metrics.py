@@ -211,3 +211,87 @@ def test_summary_gives_the_mean_inside_a_reproducible_interval():
     assert M.summary(v, seed=1) == s
     with pytest.raises(ValueError, match="not finite"):
         M.summary([1.0, np.nan])
+
+
+# --- ROAD
+
+
+def _np_imputation(img, known):
+    """Dense float64 solve of the imputation system, from its definition: each removed
+    pixel equals the weighted mean of its in-image neighbours."""
+    h, w = known.shape
+    weights = {(-1, -1): 1 / 12, (-1, 0): 1 / 6, (-1, 1): 1 / 12, (0, -1): 1 / 6,
+               (0, 1): 1 / 6, (1, -1): 1 / 12, (1, 0): 1 / 6, (1, 1): 1 / 12}
+    removed = [(i, j) for i in range(h) for j in range(w) if not known[i, j]]
+    index = {p: n for n, p in enumerate(removed)}
+    a = np.zeros((len(removed), len(removed)))
+    rhs = np.zeros((len(removed), img.shape[-1]))
+    for n, (i, j) in enumerate(removed):
+        for (di, dj), wt in weights.items():
+            q = (i + di, j + dj)
+            if not (0 <= q[0] < h and 0 <= q[1] < w):
+                continue
+            a[n, n] += wt
+            if q in index:
+                a[n, index[q]] -= wt
+            else:
+                rhs[n] += wt * img[q]
+    out = img.astype(np.float64).copy()
+    out[tuple(np.array(removed).T)] = np.linalg.solve(a, rhs)
+    return out
+
+
+def test_linear_imputation_equals_the_dense_solve_of_its_definition():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
+    known = rng.uniform(size=(2, 9, 11)) < 0.3
+    known[1] = False
+    known[1, 4, 5] = True                     # one known pixel fills the whole image
+    got = jax.jit(M.linear_imputation)(x, known)
+    for b in range(2):
+        np.testing.assert_allclose(got.images[b], _np_imputation(x[b], known[b]),
+                                   atol=2e-5)
+    np.testing.assert_allclose(got.images[1], np.broadcast_to(x[1, 4, 5], (9, 11, 3)),
+                               atol=1e-5)
+    assert np.all(np.asarray(got.residual) <= 1e-6)
+    with pytest.raises(ValueError, match=r"images \[0\] have no known pixel"):
+        M.linear_imputation(x[:1], np.zeros((1, 9, 11), bool))
+
+
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+def test_road_equals_its_definition(order):
+    predict, predict_np = _linear_model()
+    x, maps, classes = _data()
+    y = _np_scores(predict_np, x, classes)
+    ranked = maps if order == "morf" else 1 - maps
+    want = []
+    for p in (20, 50, 80):
+        row = []
+        for b in range(B):
+            known = ranked[b] < np.percentile(ranked[b], p)
+            filled = _np_imputation(x[b], known)
+            row.append(_np_scores(predict_np, filled[None], classes[b:b + 1])[0] - y[b])
+        want.append(row)
+    want = np.array(want).T                                        # (B, P)
+    mean, values = M.road(predict, x, maps, classes, percentiles=(20, 50, 80), order=order,
+                          curve=True)
+    np.testing.assert_allclose(values, want, atol=2e-6)
+    np.testing.assert_allclose(mean, want.mean(1), atol=2e-6)
+    combined = M.road_combined(predict, x, maps, classes, percentiles=(20, 50, 80))
+    lerf = M.road(predict, x, maps, classes, percentiles=(20, 50, 80), order="lerf")
+    morf = M.road(predict, x, maps, classes, percentiles=(20, 50, 80), order="morf")
+    np.testing.assert_allclose(combined, (lerf - morf) / 2, atol=1e-7)
+
+
+def test_road_noise_is_keyed_and_reproducible():
+    predict, _ = _linear_model()
+    x, maps, classes = _data()
+    one = M.road(predict, x, maps, classes, noise=0.1, key=jax.random.key(3))
+    np.testing.assert_array_equal(one, M.road(predict, x, maps, classes, noise=0.1,
+                                              key=jax.random.key(3)))
+    assert not np.allclose(one, M.road(predict, x, maps, classes, noise=0.1,
+                                       key=jax.random.key(4)))
+    with pytest.raises(ValueError, match="needs a key"):
+        M.road(predict, x, maps, classes, noise=0.1)
+    with pytest.raises(ValueError, match=r"percentiles must lie in \(0, 100\)"):
+        M.road(predict, x, maps, classes, percentiles=(0, 50))

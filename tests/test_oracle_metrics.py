@@ -1,4 +1,5 @@
-"""jaxcam.metrics == torch-cam 0.5.0's metrics on identical weights, inputs and maps.
+"""jaxcam.metrics == torch-cam 0.5.0's and pytorch-grad-cam 1.5.7's metrics on identical
+weights, inputs and maps.
 
 torch-cam's ``ClassificationMetric`` (average drop, increase in confidence) and
 ``DeletionInsertionMetric`` take a CAM extractor; here the extractor is a stand-in that
@@ -8,6 +9,10 @@ torch-cam accumulates sums over the batch; its means are compared with the means
 jaxcam's per-image values. Its quirks, reproduced by options: the drop's denominator is
 p + 1e-7 (``eps=1e-7``), and its insertion starts from the same baseline as its deletion
 (zeros by default; jaxcam's default is RISE's blur, so ``substrate=0``).
+
+pytorch-grad-cam's ROAD solves its imputation with SciPy's sparse direct solver in float64
+and adds 0.01 * ``torch.randn_like`` noise, unseeded; the noise is switched off here
+(``torch.randn_like`` patched to zeros), which is jaxcam's ``noise=0``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import pytest
 
 import jaxcam
+import test_oracle_pytorch_grad_cam as pgc_base
 from jaxcam import metrics as M
 
 torch = pytest.importorskip("torch")
@@ -27,6 +33,7 @@ tc_metrics = pytest.importorskip("torchcam.metrics")
 torch_reference = pytest.importorskip("jaxcam.bench.torch_models")
 
 SIZE, LAYER = 64, "layer3"
+pgc = pgc_base.pgc                    # pytorch_grad_cam, with the torchvision stand-in
 
 
 class FixedMaps:
@@ -96,3 +103,41 @@ def test_deletion_and_insertion_match_torchcam(case):
     assert float(np.mean(insertion)) == pytest.approx(want["insertion_auc"], abs=1e-5)
     reversed_order = M.deletion(predict, x, 1 - maps, classes, steps=20)
     assert abs(float(np.mean(reversed_order)) - want["deletion_auc"]) > 1e-4  # can fail
+
+
+# --- ROAD against pytorch-grad-cam
+
+
+def test_linear_imputation_matches_pytorch_grad_cam(pgc, case):
+    """The imputed values within 1e-4 of SciPy's float64 direct solve, for a quarter and
+    for nine tenths of the pixels removed."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    _, _, x, maps, _ = case
+    big = np.array(jax.image.resize(maps, (4, SIZE, SIZE), "bilinear", antialias=False))
+    for share in (25, 90):
+        known = big < np.percentile(big.reshape(4, -1), share, axis=1)[:, None, None]
+        got = M.linear_imputation(x, known)
+        assert float(np.max(got.residual)) <= 1e-6
+        for b in range(2):
+            want = NoisyLinearImputer(noise=0.0)(_nchw(x)[b], torch.from_numpy(
+                known[b].astype(np.float32))).numpy().transpose(1, 2, 0)
+            np.testing.assert_allclose(np.asarray(got.images[b]), want, atol=1e-4)
+            assert np.abs(want - x[b]).max() > 0.1       # something was imputed
+
+
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+def test_road_scores_match_pytorch_grad_cam(pgc, case, order, monkeypatch):
+    from pytorch_grad_cam.metrics import road
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, split, x, maps, classes = case
+    big = np.array(jax.image.resize(maps, (4, SIZE, SIZE), "bilinear", antialias=False))
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
+    metric = (road.ROADMostRelevantFirstAverage if order == "morf"
+              else road.ROADLeastRelevantFirstAverage)()
+    targets = [ClassifierOutputSoftmaxTarget(c) for c in classes]
+    want = metric(_nchw(x), big, targets, model)
+    got = M.road(jax.jit(M.predictor(split)), x, big, np.array(classes), order=order)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+    assert np.abs(want).max() > 1e-3                   # the scores moved: it can fail

@@ -58,5 +58,6 @@ def test_scoring_maps_section_runs():
     ns = _run(SECTIONS[3])
     assert float(ns["deletion"][0]) < float(ns["reverse"][0])
     assert 0.0 < float(ns["insertion"][0]) < 1.0
+    assert np.isfinite(float(ns["road"][0]))
     assert float(ns["hit"][0]) == 1.0
     assert 0.0 <= float(ns["drop"][0]) <= 1.0
