@@ -21,6 +21,8 @@ Faithfulness:
   map and filled by linear imputation (:func:`linear_imputation`, conjugate gradients on
   the stencil), so the removal itself leaks no shape.
 
+:func:`sanity_check` is Adebayo et al.'s model-parameter randomisation test.
+
 Localisation, against (B, H, W) boolean masks of the object:
 
 * :func:`pointing_game` (Zhang et al.), :func:`energy_pointing_game` (Score-CAM's),
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +51,8 @@ LINKS = ("softmax", "logit", "log_softmax")
 __all__ = ["LINKS", "ORDERS", "ROAD_PERCENTILES", "average_drop", "blurred",
            "confidence_change", "curve_counts", "deletion", "energy_pointing_game",
            "increase_in_confidence", "insertion", "linear_imputation", "pointing_game",
-           "predictor", "relevance_rank_accuracy", "road", "road_combined", "summary",
-           "trapezoid_auc"]
+           "forward_order", "predictor", "relevance_rank_accuracy", "road", "road_combined",
+           "SanityCheck", "sanity_check", "spearman", "summary", "trapezoid_auc"]
 
 
 def predictor(model, link: str = "softmax") -> Predict:
@@ -409,6 +412,130 @@ def relevance_rank_accuracy(maps, masks) -> Array:
     size = jnp.sum(masks, axis=(1, 2))
     top = _ranks(maps) < size[:, None, None]
     return jnp.sum(top & masks, axis=(1, 2)) / size
+
+
+# --- sanity check: model-parameter randomisation
+
+
+class SanityCheck(NamedTuple):
+    """Spearman rank correlations of a method's maps with the trained model's, as the
+    model's parameter groups are re-initialised from the output down.
+
+    Attributes:
+      layers: the parameter groups, in the order they were re-initialised.
+      spearman: (L, B) per layer and image (0 where either map is constant).
+      order: "cascading" (every group above too) or "independent" (that group alone).
+    """
+
+    layers: tuple[str, ...]
+    spearman: np.ndarray
+    order: str
+
+    def rows(self) -> list[dict]:
+        """One dict per layer: its name, the mean correlation and the per-image ones."""
+        return [{"layer": name, "spearman": float(np.mean(r)), "per_image": r.tolist()}
+                for name, r in zip(self.layers, self.spearman)]
+
+
+def forward_order(split, x) -> list[str]:
+    """The split's parameter groups (``variables["params"]`` keys) in the order the
+    forward pass first uses them, read from its jaxpr."""
+    params = split.variables["params"]
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    group = [str(getattr(path[0], "key", path[0])) for path, _ in leaves]
+    jaxpr = jax.make_jaxpr(lambda p: split.replace(
+        variables={**split.variables, "params": p}).logits(x))(params).jaxpr
+    first = {id(v): len(jaxpr.eqns) for v in jaxpr.invars}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if first.get(id(v), -1) > i:
+                first[id(v)] = i
+    start: dict[str, int] = {}
+    for name, v in zip(group, jaxpr.invars):
+        start[name] = min(start.get(name, len(jaxpr.eqns)), first[id(v)])
+    return sorted(start, key=start.get)
+
+
+def _reinitialised(tree, key):
+    """Every leaf redrawn as normal noise with that leaf's own mean and standard deviation
+    (the scale the network was trained at, none of its structure)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    new = [jnp.mean(v) + jnp.std(v) * jax.random.normal(k, v.shape, v.dtype)
+           for v, k in zip(leaves, keys)]
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of v's entries along the last axis, ties sharing their mean rank."""
+    out = np.empty(v.shape, np.float64)
+    for idx in np.ndindex(v.shape[:-1]):
+        row = v[idx]
+        order = np.argsort(row, kind="stable")
+        _, inverse, counts = np.unique(row[order], return_inverse=True, return_counts=True)
+        mean_rank = np.cumsum(counts) - (counts - 1) / 2
+        out[idx + (order,)] = mean_rank[inverse]
+    return out
+
+
+def spearman(a, b) -> np.ndarray:
+    """Spearman's rank correlation of each pair of maps (B, h, w): the Pearson correlation
+    of their average ranks; 0 where either map is constant."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"spearman compares maps of one shape, got {np.shape(a)} and "
+                         f"{np.shape(b)}")
+    ra = _average_ranks(np.asarray(a, np.float64).reshape(len(a), -1))
+    rb = _average_ranks(np.asarray(b, np.float64).reshape(len(b), -1))
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    den = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
+    return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def sanity_check(method, split, x, classes, *, order: str = "cascading", key=None,
+                 layers=None) -> SanityCheck:
+    """Adebayo et al.'s model-parameter randomisation test of a method.
+
+    The split's parameter groups are re-initialised from the output down (each leaf
+    redrawn as normal noise with its own mean and standard deviation; batch statistics
+    kept), the maps recomputed for the same classes, and each compared with the trained
+    model's by Spearman rank correlation. A method that explains the model decorrelates;
+    one that ignores it (an edge detector) does not.
+
+    Args:
+      method: ``f(split, x, classes) -> maps`` (a jaxcam method) or a registered name.
+      split: the trained model, split at the layer the method explains.
+      order: "cascading" (group k and every group above it) or "independent" (group k
+        alone).
+      key: ``jax.random.key`` for the re-initialisation (default key 42, as Quantus).
+      layers: the groups to re-initialise, output side first (default: every group of
+        ``variables["params"]`` in reverse :func:`forward_order`).
+    """
+    check_choice("order", order, ("cascading", "independent"))
+    if isinstance(method, str):
+        from jaxcam._registry import method_info
+        method = method_info(method).function
+    if not callable(method):
+        raise TypeError(f"method must be a function (split, x, classes) -> maps or a "
+                        f"registered name, got {type(method).__name__}")
+    x, classes = jnp.asarray(x), jnp.asarray(classes)
+    params = split.variables["params"]
+    layers = tuple(forward_order(split, x)[::-1] if layers is None else layers)
+    unknown = [name for name in layers if name not in params]
+    if unknown:
+        raise ValueError(f"unknown parameter groups {unknown}; the split has "
+                         f"{list(params)}")
+    key = jax.random.key(42) if key is None else key
+    trained = np.asarray(method(split, x, classes))
+    current, rows = dict(params), []
+    for name, k in zip(layers, jax.random.split(key, len(layers))):
+        source = current if order == "cascading" else dict(params)
+        source[name] = _reinitialised(params[name], k)
+        if order == "cascading":
+            current = source
+        changed = split.replace(variables={**split.variables, "params": source})
+        rows.append(spearman(trained, method(changed, x, classes)))
+    return SanityCheck(layers, np.stack(rows), order)
 
 
 # --- averages

@@ -295,3 +295,54 @@ def test_road_noise_is_keyed_and_reproducible():
         M.road(predict, x, maps, classes, noise=0.1)
     with pytest.raises(ValueError, match=r"percentiles must lie in \(0, 100\)"):
         M.road(predict, x, maps, classes, percentiles=(0, 50))
+
+
+# --- sanity check
+
+
+def test_spearman_equals_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(6)
+    a = rng.integers(0, 4, size=(3, 5, 6)).astype(np.float32)      # many ties
+    b = a + rng.normal(size=a.shape).astype(np.float32)
+    want = [spearmanr(a[i].ravel(), b[i].ravel()).statistic for i in range(3)]
+    np.testing.assert_allclose(M.spearman(a, b), want, rtol=1e-12)
+    assert M.spearman(np.zeros((1, 5, 6)), b[:1])[0] == 0.0       # constant: no ranks
+
+
+def test_forward_order_follows_the_network():
+    import jaxcam
+
+    split = jaxcam.models.load("resnet18", layer="layer3", weights="random", seed=0)
+    order = M.forward_order(split, np.zeros((1, 32, 32, 3), np.float32))
+    assert order == ["conv1", "bn1", "layer1.0", "layer1.1", "layer2.0", "layer2.1",
+                     "layer3.0", "layer3.1", "layer4.0", "layer4.1", "fc"]
+
+
+@pytest.mark.slow
+def test_sanity_check_grad_cam_decorrelates_an_edge_detector_does_not():
+    """ResNet-18 (random weights) at layer3, 6 x 6 maps: cascading re-initialisation from
+    fc down takes Grad-CAM's maps away from the model's; a map of the image's edges, which
+    ignores the model, stays exactly where it was."""
+    import jaxcam
+
+    split = jaxcam.models.load("resnet18", layer="layer3", weights="random", seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 96, 96, 3)).astype(np.float32)
+    classes = np.asarray(split.logits(x)).argmax(1)
+    grad_cam = jax.jit(lambda s, x, c: jaxcam.grad_cam(s, x, c, upsample=False))
+    result = M.sanity_check(grad_cam, split, x, classes, key=jax.random.key(0))
+    assert result.layers[0] == "fc" and result.layers[-1] == "conv1"
+    assert result.spearman.shape == (11, 4)
+    assert np.mean(result.spearman[-3:]) < 0.6      # all but the stem re-initialised
+    assert np.all(np.abs(result.spearman) <= 1)
+
+    def edges(split, x, classes):                   # ignores the model
+        grey = x.mean(-1)
+        return jnp.abs(grey[:, 1:, 1:] - grey[:, :-1, 1:]) + jnp.abs(
+            grey[:, 1:, 1:] - grey[:, 1:, :-1])
+
+    control = M.sanity_check(edges, split, x, classes, order="independent")
+    np.testing.assert_array_equal(control.spearman, 1.0)
+    with pytest.raises(ValueError, match="unknown parameter groups"):
+        M.sanity_check(edges, split, x, classes, layers=["head"])
