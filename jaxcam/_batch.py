@@ -383,6 +383,12 @@ def done_paths(out: Path) -> set[str]:
             for record in _records(path) if "error" not in record}
 
 
+def read_results(out: Path) -> list[dict]:
+    """Every whole record of ``out``'s results files (every shard), in file order."""
+    return [record for path in sorted(Path(out).glob("results*.jsonl"))
+            for record in _records(path)]
+
+
 class JsonLines:
     """Appends records to a JSONL file, one flushed line each; the file is created at the
     first record, so a run that explains nothing leaves no file behind."""

@@ -1,4 +1,5 @@
-"""Explaining many photos in batches over every device (what ``jaxcam explain`` runs).
+"""Explaining and scoring many photos in batches over every device (what ``jaxcam explain``
+and ``jaxcam evaluate`` run).
 
 Example::
 
@@ -22,8 +23,19 @@ from jaxcam._batch import explain_step as explain_step
 from jaxcam._batch import find_images as find_images
 from jaxcam._batch import num_classes as num_classes
 from jaxcam._batch import parse_methods as parse_methods
+from jaxcam._batch import read_results as read_results
 from jaxcam._batch import results_name as results_name
+from jaxcam._evaluate import DEFAULT_METRICS as DEFAULT_METRICS
+from jaxcam._evaluate import METRICS as METRICS
+from jaxcam._evaluate import EvalConfig as EvalConfig
+from jaxcam._evaluate import evaluate_photos as evaluate_photos
+from jaxcam._evaluate import evaluate_step as evaluate_step
+from jaxcam._evaluate import parse_metrics as parse_metrics
+from jaxcam._evaluate import summarise as summarise
+from jaxcam._evaluate import summary_markdown as summary_markdown
 
-__all__ = ["DERIVATIVES", "IMAGE_SUFFIXES", "JsonLines", "MethodSpec", "OutputFolder", "Photo", "RunConfig",
-           "done_paths", "explain_photos", "explain_step", "find_images", "num_classes",
-           "parse_methods", "results_name"]
+__all__ = ["DEFAULT_METRICS", "DERIVATIVES", "EvalConfig", "IMAGE_SUFFIXES", "JsonLines",
+           "METRICS", "MethodSpec", "OutputFolder", "Photo", "RunConfig", "done_paths",
+           "evaluate_photos", "evaluate_step", "explain_photos", "explain_step",
+           "find_images", "num_classes", "parse_methods", "parse_metrics", "read_results",
+           "results_name", "summarise", "summary_markdown"]

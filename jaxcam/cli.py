@@ -49,6 +49,20 @@ reads the cluster from SLURM, Open MPI or a TPU pod), or give --coordinator HOST
 --num-processes N --process-id I. Each process explains every N-th photo on its own
 devices and writes OUT/results-0000I-of-0000N.jsonl; --resume reads every shard."""
 
+EVALUATE_EPILOG = """examples:
+  jaxcam evaluate photos/                                  # Grad-CAM on the bundled Lite0
+  jaxcam evaluate photos/ --method grad_cam,grad_cam_pp,grad_cam_pp:exact \\
+      --metrics deletion,insertion,average_drop,road_combined --batch-size 16
+  jaxcam evaluate photos/ --out scores/ --resume           # go on after an interruption
+
+Each photo's maps (normalised to [0, 1] at the input size) are scored for its predicted
+class (or --class) in one compiled call per batch, and the photo gets one line of
+OUT/results.jsonl: path, model, layer, class, probability, metrics {method: {metric:
+value}}, seconds. OUT/summary.json and OUT/summary.md hold each metric's mean with its 95 %
+bootstrap interval over every photo in the results. Deletion and insertion follow
+jaxcam.metrics (zeros and RISE's blur as substrates); the scores are softmax
+probabilities. Exit status: 0, 1 when some photos were skipped, 2 when none was scored."""
+
 
 def class_names() -> list[str]:
     """The 1000 ImageNet class names, by class index."""
@@ -240,7 +254,7 @@ def _processes(args) -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def _progress(total: int):
+def _progress(total: int, label: str = "explaining"):
     """A rich progress bar (images/s, ETA) on stderr when it is a terminal, else None."""
     if total == 0 or not sys.stderr.isatty():
         return None
@@ -253,7 +267,7 @@ def _progress(total: int):
         def render(self, task):
             return Text(f"{task.speed or 0:6.2f} img/s")
 
-    return Progress(TextColumn("explaining"), BarColumn(), MofNCompleteColumn(),
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
                     Rate(""), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                     console=Console(stderr=True))
 
@@ -371,6 +385,78 @@ def _explain_run(args, photos, config, results, done, index, count) -> int:
              + (f", skipped {skipped}" if skipped else "")
              + (" (nothing left to do: every photo is in the results)" if not photos else "")
              + f"; results: {results.path.resolve()}")
+    return 1 if skipped else 0
+
+
+def _evaluate_cmd(args) -> int:
+    import jaxcam
+    from jaxcam import batch as E
+    from jaxcam import models
+
+    out = Path(args.out)
+    photos = jaxcam.batch.find_images(args.paths, exclude=[out])
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    specs = jaxcam.batch.parse_methods(args.method, link=args.link,
+                                       derivatives=args.derivatives)
+    metrics = E.parse_metrics(args.metrics)
+    options = {"command": "evaluate", "model": args.model,
+               "weights": _weights_identity(args.weights),
+               "layer": args.layer or models.info(args.model).default_layer,
+               "methods": [[s.name, [list(o) for o in s.options]] for s in specs],
+               "metrics": list(metrics), "steps": args.steps, "class": args.target,
+               "seed": args.seed}
+    with jaxcam.batch.OutputFolder(out, options, resume=args.resume) as folder:
+        done = folder.done()
+        todo = [p for p in photos if str(p.path.resolve()) not in done]
+        results = folder.results(retry=[p.path for p in todo])
+        mesh = jaxcam.data_mesh()
+        (split,) = _splits(args.model, args.weights, args.layer, mesh)
+        target, _ = _target(split, args)
+        config = E.EvalConfig(model=args.model, split=split, specs=specs, metrics=metrics,
+                              classes=target, seed=args.seed, steps=args.steps,
+                              batch_size=args.batch_size, mesh=mesh)
+        scored, skipped, waiting = 0, 0, []
+        t0 = time.perf_counter()
+        bar = _progress(len(todo), "evaluating")
+        task = bar.add_task("evaluate", total=len(todo)) if bar else None
+        try:
+            if bar:
+                bar.start()
+            for record in E.evaluate_photos(todo, config):
+                if "error" in record:
+                    skipped += 1
+                    _warn(bar, f"jaxcam: error: {record['path']}: {record['error']}")
+                    waiting.append(record)    # written once a photo is scored
+                else:
+                    scored += 1
+                    for r in waiting + [record]:
+                        results.write(r)
+                    waiting = []
+                if bar:
+                    bar.advance(task)
+            if waiting and (scored or done):  # errors beside earlier results
+                for r in waiting:
+                    results.write(r)
+        finally:
+            if bar:
+                bar.stop()
+            results.close()
+        records = [r for r in jaxcam.batch.read_results(out) if "metrics" in r]
+        if not records:
+            sys.exit(2)                      # nothing scored; the errors are printed
+        summary = E.summarise(records)
+        table = E.summary_markdown(summary)
+        jaxcam.viz.write_all({out / "summary.json": json.dumps(summary, indent=2) + "\n",
+                              out / "summary.md": table})
+    seconds = time.perf_counter() - t0
+    _say(table.rstrip(),
+         f"scored {scored} photos in {seconds:.1f} s" + (f", skipped {skipped}" if skipped
+                                                          else "")
+         + f"; means over {len(records)} photos with 95 % bootstrap intervals; results: "
+         f"{results.path.resolve()}, summary: {(out / 'summary.json').resolve()}")
     return 1 if skipped else 0
 
 
@@ -530,7 +616,7 @@ def _method_options(p, default: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jaxcam import available_methods
+    from jaxcam import available_methods, batch
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -574,6 +660,27 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--num-processes", type=int, default=None)
     explain.add_argument("--process-id", type=int, default=None)
     explain.set_defaults(run=_explain_cmd)
+
+    evaluate = sub_parser("evaluate", "score the maps of photos and folders: faithfulness "
+                                      "metrics per photo (JSONL) and their means",
+                          epilog=EVALUATE_EPILOG)
+    evaluate.add_argument("paths", nargs="+", metavar="PATH",
+                          help="photos (PNG, JPEG, WebP, BMP, TIFF) and folders (recursive)")
+    _model_options(evaluate)
+    _method_options(evaluate, "grad_cam")
+    evaluate.add_argument("--metrics", default=",".join(batch.DEFAULT_METRICS),
+                          help="comma-separated, of: " + ", ".join(batch.METRICS)
+                               + f" (default {','.join(batch.DEFAULT_METRICS)})")
+    evaluate.add_argument("--steps", type=int, default=20,
+                          help="points of the deletion and insertion curves (default 20)")
+    _target_options(evaluate, top=False)
+    evaluate.add_argument("--batch-size", type=int, default=8,
+                          help="photos per compiled call (default 8)")
+    evaluate.add_argument("--out", default="jaxcam-eval",
+                          help="output folder (default ./jaxcam-eval)")
+    evaluate.add_argument("--resume", action="store_true",
+                          help="skip the photos already in OUT/results.jsonl")
+    evaluate.set_defaults(run=_evaluate_cmd)
 
     grid = sub_parser("grid", "one figure: methods (columns) and layers (rows) side by side",
                       epilog="examples:\n  jaxcam grid photo.jpg --method grad_cam,"

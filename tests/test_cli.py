@@ -3,6 +3,7 @@ closed pipe, all-or-none writes, and file permissions."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -129,3 +130,55 @@ def test_written_files_respect_the_umask(tmp_path, umask):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.msgpack", "b.png", "c.json",
                                                           "d.png"]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_photos_summarises_and_resumes(tmp_path):
+    """Two bundled photos and a broken file: one JSON line each, the metrics equal to
+    jaxcam.metrics on the same maps, a summary over the scored photos; a resumed run
+    scores nothing again; a run where no photo can be read leaves nothing behind."""
+    import jax
+    import numpy as np
+
+    import jaxcam
+    from jaxcam import metrics as M
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        (photos / name).write_bytes((ASSETS / name).read_bytes())
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    args = ("evaluate", "photos", "--metrics", "average_drop,deletion", "--steps", "4",
+            "--out", "scores")
+    run = _jaxcam(*args, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr                       # one photo skipped
+    records = [json.loads(line) for line in
+               (tmp_path / "scores/results.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in records) == ["broken.png", "chelsea.png",
+                                                             "coffee.png"]
+    summary = json.loads((tmp_path / "scores/summary.json").read_text())
+    assert summary["grad_cam"]["deletion"]["n"] == 2
+    assert "| grad_cam | 2 |" in (tmp_path / "scores/summary.md").read_text()
+
+    split = jaxcam.models.load("efficientnet_lite0")
+    chelsea = next(r for r in records if r["path"].endswith("chelsea.png"))
+    x = split.preprocess(jaxcam.viz.read_image(photos / "chelsea.png"))[None]
+    classes = np.array([chelsea["class"]])
+    maps = jaxcam.grad_cam(split, x, classes)
+    predict = jax.jit(M.predictor(split))
+    want = {"average_drop": M.average_drop(predict, x, maps, classes),
+            "deletion": M.deletion(predict, x, maps, classes, steps=4)}
+    for name, value in want.items():
+        assert chelsea["metrics"]["grad_cam"][name] == pytest.approx(float(value[0]),
+                                                                     abs=1e-5)
+
+    again = _jaxcam(*args, "--resume", cwd=tmp_path)
+    assert again.returncode == 1, again.stderr                   # the broken one, again
+    assert "scored 0 photos" in again.stdout
+    lines = (tmp_path / "scores/results.jsonl").read_text().splitlines()
+    assert len(lines) == 3                                       # one record per photo
+
+    (tmp_path / "only_broken").mkdir()
+    (tmp_path / "only_broken/x.png").write_bytes(b"nope")
+    none = _jaxcam("evaluate", "only_broken", "--out", "empty", cwd=tmp_path)
+    assert none.returncode == 2 and not (tmp_path / "empty").exists()
