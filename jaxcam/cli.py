@@ -336,38 +336,48 @@ def _explain_cmd(args) -> int:
         return _explain_run(args, photos, config, results, done, index, count)
 
 
-def _explain_run(args, photos, config, results, done, index, count) -> int:
-    import jaxcam
-
-    explained, skipped, waiting, last = 0, 0, [], None
-    t0 = time.perf_counter()
-    bar = _progress(len(photos))
-    task = bar.add_task("explain", total=len(photos)) if bar else None
+def _record_all(records, results, total: int, label: str, done) -> tuple[int, int, dict]:
+    """Writes each photo's record to ``results`` under a progress bar and returns
+    (photos done, photos skipped, the last record done). An error is printed at once and
+    written once a photo succeeds (or beside earlier results), so a run where nothing
+    succeeds leaves no results file."""
+    count, skipped, waiting, last = 0, 0, [], None
+    bar = _progress(total, label)
+    task = bar.add_task(label, total=total) if bar else None
     try:
         if bar:
             bar.start()
-        for record in jaxcam.batch.explain_photos(photos, config):
+        for record in records:
             if "error" in record:
                 skipped += 1
                 message = record["error"]
                 if Path(record["path"]).name not in message:
                     message = f"{record['path']}: {message}"
                 _warn(bar, f"jaxcam: error: {message}")
-                waiting.append(record)        # written once a photo is explained
+                waiting.append(record)
             else:
-                explained += 1
+                count += 1
                 for r in waiting + [record]:
                     results.write(r)
                 waiting, last = [], record
             if bar:
                 bar.advance(task)
-        if waiting and (explained or done):   # errors beside earlier results
+        if waiting and (count or done):
             for r in waiting:
                 results.write(r)
     finally:
         if bar:
             bar.stop()
         results.close()
+    return count, skipped, last
+
+
+def _explain_run(args, photos, config, results, done, index, count) -> int:
+    import jaxcam
+
+    t0 = time.perf_counter()
+    explained, skipped, last = _record_all(jaxcam.batch.explain_photos(photos, config),
+                                           results, len(photos), "explaining", done)
     seconds = time.perf_counter() - t0
     if explained == 0 and skipped and not done:
         sys.exit(2)                            # nothing written; the errors are printed
@@ -390,7 +400,6 @@ def _explain_run(args, photos, config, results, done, index, count) -> int:
 
 def _evaluate_cmd(args) -> int:
     import jaxcam
-    from jaxcam import batch as E
     from jaxcam import models
 
     out = Path(args.out)
@@ -401,7 +410,7 @@ def _evaluate_cmd(args) -> int:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     specs = jaxcam.batch.parse_methods(args.method, link=args.link,
                                        derivatives=args.derivatives)
-    metrics = E.parse_metrics(args.metrics)
+    metrics = jaxcam.batch.parse_metrics(args.metrics)
     options = {"command": "evaluate", "model": args.model,
                "weights": _weights_identity(args.weights),
                "layer": args.layer or models.info(args.model).default_layer,
@@ -415,40 +424,17 @@ def _evaluate_cmd(args) -> int:
         mesh = jaxcam.data_mesh()
         (split,) = _splits(args.model, args.weights, args.layer, mesh)
         target, _ = _target(split, args)
-        config = E.EvalConfig(model=args.model, split=split, specs=specs, metrics=metrics,
+        config = jaxcam.batch.EvalConfig(model=args.model, split=split, specs=specs, metrics=metrics,
                               classes=target, seed=args.seed, steps=args.steps,
                               batch_size=args.batch_size, mesh=mesh)
-        scored, skipped, waiting = 0, 0, []
         t0 = time.perf_counter()
-        bar = _progress(len(todo), "evaluating")
-        task = bar.add_task("evaluate", total=len(todo)) if bar else None
-        try:
-            if bar:
-                bar.start()
-            for record in E.evaluate_photos(todo, config):
-                if "error" in record:
-                    skipped += 1
-                    _warn(bar, f"jaxcam: error: {record['path']}: {record['error']}")
-                    waiting.append(record)    # written once a photo is scored
-                else:
-                    scored += 1
-                    for r in waiting + [record]:
-                        results.write(r)
-                    waiting = []
-                if bar:
-                    bar.advance(task)
-            if waiting and (scored or done):  # errors beside earlier results
-                for r in waiting:
-                    results.write(r)
-        finally:
-            if bar:
-                bar.stop()
-            results.close()
+        scored, skipped, _ = _record_all(jaxcam.batch.evaluate_photos(todo, config), results,
+                                         len(todo), "evaluating", done)
         records = [r for r in jaxcam.batch.read_results(out) if "metrics" in r]
         if not records:
             sys.exit(2)                      # nothing scored; the errors are printed
-        summary = E.summarise(records)
-        table = E.summary_markdown(summary)
+        summary = jaxcam.batch.summarise(records)
+        table = jaxcam.batch.summary_markdown(summary)
         jaxcam.viz.write_all({out / "summary.json": json.dumps(summary, indent=2) + "\n",
                               out / "summary.md": table})
     seconds = time.perf_counter() - t0

@@ -184,6 +184,18 @@ def blurred(x: Array, *, size: int = 11, sigma: float = 5.0) -> Array:
         precision=jax.lax.Precision.HIGHEST)
 
 
+IMAGES_PER_FORWARD = 32
+
+
+def _points_per_forward(chunk_size: int | None, batch: int) -> int:
+    """Curve points per forward: ``chunk_size``, or enough for about
+    :data:`IMAGES_PER_FORWARD` images per forward (a CPU runs small batches of a
+    network far below its best rate)."""
+    if chunk_size is None:
+        return max(1, IMAGES_PER_FORWARD // max(batch, 1))
+    return check_positive_int("chunk_size", chunk_size)
+
+
 def _ranks(maps: Array) -> Array:
     """Each pixel's place (B, H, W) in its map's stable descending order: the first of
     equal values (in row-major order) comes first."""
@@ -197,7 +209,7 @@ def _ranks(maps: Array) -> Array:
 def _curve(predict, x, maps, classes, substrate, *, steps, chunk_size, insert):
     x, maps, classes = _inputs(x, maps, classes)
     steps = check_positive_int("steps", steps)
-    chunk = check_positive_int("chunk_size", chunk_size)
+    chunk = _points_per_forward(chunk_size, x.shape[0])
     if substrate is None:
         substrate = blurred(x) if insert else jnp.zeros_like(x)
     substrate = jnp.broadcast_to(jnp.asarray(substrate, x.dtype), x.shape)
@@ -217,7 +229,7 @@ def _curve(predict, x, maps, classes, substrate, *, steps, chunk_size, insert):
 
 
 def deletion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=None,
-             chunk_size: int = 4, curve: bool = False):
+             chunk_size: int | None = None, curve: bool = False):
     """Area under the score's curve as the map's top pixels are deleted (lower is more
     faithful).
 
@@ -230,7 +242,7 @@ def deletion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=N
       steps: the curve's resolution (torch-cam's ``steps``).
       substrate: an array broadcastable to x, or None.
       chunk_size: curve points evaluated together, each a forward of the whole batch;
-        memory is chunk_size x B images.
+        memory is chunk_size x B images (default: about 32 images per forward).
       curve: also return the curve (B, n) and its fractions (n,).
 
     Returns:
@@ -243,7 +255,7 @@ def deletion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=N
 
 
 def insertion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=None,
-              chunk_size: int = 4, curve: bool = False):
+              chunk_size: int | None = None, curve: bool = False):
     """Area under the score's curve as the map's top pixels are restored into
     ``substrate`` (default RISE's blur, :func:`blurred`); higher is more faithful. As
     :func:`deletion` otherwise."""
@@ -294,7 +306,7 @@ def _road_known(maps: Array, percentile: float, order: str) -> Array:
 
 def road(predict: Predict, x, maps, classes, *, percentiles=ROAD_PERCENTILES,
          order: str = "morf", noise: float = 0.0, key=None, tol: float = 1e-6,
-         chunk_size: int = 3, curve: bool = False):
+         chunk_size: int | None = None, curve: bool = False):
     """ROAD (Rong et al. 2022): the change of the class score when pixels are removed and
     filled by linear imputation, averaged over ``percentiles``.
 
@@ -315,7 +327,7 @@ def road(predict: Predict, x, maps, classes, *, percentiles=ROAD_PERCENTILES,
         raise ValueError("road(noise > 0) needs a key (jax.random.key(seed)): the "
                          "imputation noise is drawn from it, so runs are reproducible")
     x, maps, classes = _inputs(x, maps, classes)
-    chunk = check_positive_int("chunk_size", chunk_size)
+    chunk = _points_per_forward(chunk_size, x.shape[0])
     percentiles = tuple(float(p) for p in percentiles)
     if not percentiles or not all(0 < p < 100 for p in percentiles):
         raise ValueError(f"percentiles must lie in (0, 100), got {percentiles}")
@@ -343,7 +355,7 @@ def road(predict: Predict, x, maps, classes, *, percentiles=ROAD_PERCENTILES,
 
 def road_combined(predict: Predict, x, maps, classes, *, percentiles=ROAD_PERCENTILES,
                   noise: float = 0.0, key=None, tol: float = 1e-6,
-                  chunk_size: int = 3) -> Array:
+                  chunk_size: int | None = None) -> Array:
     """(LeRF - MoRF) / 2 averaged over the percentiles (pytorch-grad-cam's
     ``ROADCombined``); higher is more faithful."""
     keys = (None, None) if key is None else tuple(jax.random.split(key))

@@ -163,14 +163,18 @@ def test_float32_exact_logit_maps_on_a_smooth_head_within_1e3_of_float64(gap):
     x = jax.random.normal(jax.random.key(3), (1, 32, 32, 3))
     split, c = _with_gap(base, x, gap)
     got = _raw_map(split, x, c, "logit", "generic")
-    jax.config.update("jax_enable_x64", True)
-    try:
-        want = _raw_map(split.astype(jnp.float64), x.astype(jnp.float64), c, "logit",
-                        "generic")
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    want = _float64_map(split, x, c, "logit", "generic")
     assert np.any(want)
     _assert_close_or_both_zero(got, want, f"logit, smooth head, gap {gap}")
+
+
+def _float64_map(split, x, c, link, engine):
+    """The raw map of the same network and input in float64."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        return _raw_map(split.astype(jnp.float64), x.astype(jnp.float64), c, link, engine)
+    finally:
+        jax.config.update("jax_enable_x64", False)
 
 
 def _assert_close_or_both_zero(got, want, what):
@@ -192,12 +196,7 @@ def test_engines_agree_with_float64_for_very_large_logits():
     split = split.replace(variables={**split.variables, "params": params})
     got = {engine: _raw_map(split, x, c, "softmax", engine)
            for engine in ("linearised", "generic")}
-    jax.config.update("jax_enable_x64", True)
-    try:
-        want = _raw_map(split.astype(jnp.float64), x.astype(jnp.float64), c, "softmax",
-                        "linearised")
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    want = _float64_map(split, x, c, "softmax", "linearised")
     for engine, maps in got.items():
         _assert_close_or_both_zero(maps, want, f"offset 1000, {engine}")
 

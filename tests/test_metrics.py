@@ -178,6 +178,10 @@ def test_energy_and_rank_accuracy_equal_their_definitions():
         top = np.argsort(-m.ravel(), kind="stable")[:k.sum()]
         want_rank.append(k.ravel()[top].mean())
     np.testing.assert_allclose(M.relevance_rank_accuracy(maps, masks), want_rank, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(M.energy_pointing_game)(maps, masks), want_energy,
+                               rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(M.relevance_rank_accuracy)(maps, masks), want_rank,
+                               rtol=1e-6)
     outside = np.where(masks, 0.0, 0.7).astype(np.float32)
     np.testing.assert_array_equal(M.energy_pointing_game(outside, masks), [0.0, 0.0])
     np.testing.assert_array_equal(M.relevance_rank_accuracy(
@@ -277,6 +281,9 @@ def test_road_equals_its_definition(order):
                           curve=True)
     np.testing.assert_allclose(values, want, atol=2e-6)
     np.testing.assert_allclose(mean, want.mean(1), atol=2e-6)
+    jitted = jax.jit(lambda x, m, c: M.road(predict, x, m, c, percentiles=(20, 50, 80),
+                                            order=order))
+    np.testing.assert_allclose(jitted(x, maps, classes), want.mean(1), atol=2e-6)
     combined = M.road_combined(predict, x, maps, classes, percentiles=(20, 50, 80))
     lerf = M.road(predict, x, maps, classes, percentiles=(20, 50, 80), order="lerf")
     morf = M.road(predict, x, maps, classes, percentiles=(20, 50, 80), order="morf")
