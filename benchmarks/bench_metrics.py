@@ -26,7 +26,6 @@ framework's convolutions are here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import tempfile
 import time
@@ -43,23 +42,6 @@ import jaxcam  # noqa: E402
 from jaxcam import metrics as M  # noqa: E402
 from _standin import torchvision_standin  # noqa: E402
 from _timing import emit, machine  # noqa: E402
-
-
-class FixedMaps:
-    """A torch-cam CAM extractor that returns given maps."""
-
-    def __init__(self, model, maps, torch):
-        self.model, self.maps, self.torch = model, maps, torch
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
-        return [self.torch.from_numpy(np.array(self.maps))]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    @contextlib.contextmanager
-    def _hooks_off(self):
-        yield
 
 
 def _median_time(fn, repeats):
@@ -122,12 +104,13 @@ def main() -> int:
     from torchcam import metrics as tcm
 
     def classification():
-        metric = tcm.ClassificationMetric(FixedMaps(model, maps, torch), softmax)
+        metric = tcm.ClassificationMetric(torch_models.FixedMaps(model, maps), softmax)
         metric.update(x_t, class_idx=idx)
         return metric.summary()
 
     def deletion_insertion():
-        metric = tcm.DeletionInsertionMetric(FixedMaps(model, maps, torch), softmax, steps=20)
+        metric = tcm.DeletionInsertionMetric(torch_models.FixedMaps(model, maps), softmax,
+                                             steps=20)
         metric.update(x_t, class_idx=idx)
         return metric.summary()
 

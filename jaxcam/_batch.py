@@ -379,8 +379,7 @@ def results_name(process: int = 0, processes: int = 1) -> str:
 def done_paths(out: Path) -> set[str]:
     """The paths explained in ``out``'s results files (every shard; error records and a
     line cut short by a killed run do not count)."""
-    return {record["path"] for path in sorted(Path(out).glob("results*.jsonl"))
-            for record in _records(path) if "error" not in record}
+    return {record["path"] for record in read_results(out) if "error" not in record}
 
 
 def read_results(out: Path) -> list[dict]:

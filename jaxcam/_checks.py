@@ -17,14 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def is_concrete(value) -> bool:
+    """Whether ``value`` has a value now (not a tracer inside a caller's jit): only then
+    can its values be checked."""
+    return not isinstance(value, jax.core.Tracer)
+
+
 def _describe(value) -> str:
-    if isinstance(value, jax.core.Tracer):
+    if not is_concrete(value):
         return f"a traced array of shape {value.shape}"
     return f"{value!r} ({type(value).__name__})"
 
 
 def _static(name: str, value) -> None:
-    if isinstance(value, jax.core.Tracer):
+    if not is_concrete(value):
         raise TypeError(f"{name} is a static option (it fixes the compiled program): pass a "
                         f"Python number, not {_describe(value)}; close over it or mark it "
                         "static in your jax.jit")
@@ -88,7 +94,7 @@ def check_number(name: str, value, *, nonneg: bool = True):
       TypeError: not a real scalar, naming ``name``.
       ValueError: negative (when ``nonneg``), NaN or infinite, naming ``name``.
     """
-    if isinstance(value, jax.core.Tracer):
+    if not is_concrete(value):
         if value.shape != () or not (jnp.issubdtype(value.dtype, jnp.floating)
                                      or jnp.issubdtype(value.dtype, jnp.integer)):
             raise TypeError(f"{name} must be a real scalar, got {_describe(value)}")

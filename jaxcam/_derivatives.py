@@ -122,6 +122,21 @@ def _needs_one_row(objective: Objective) -> bool:
     return objective.by_class and objective.link in SCALAR_LINKS
 
 
+def _central_moments(deviations, p: Array, chunk: int) -> tuple[Array, Array]:
+    """sum_j p_bj d_bj^k for k = 2, 3, from ``deviations(idx)``: the deviations d_bj
+    (chunk, B, ...) of the classes ``idx`` (chunk,), ``chunk`` classes at a time (padded
+    classes past C are dropped by the chunked sum)."""
+    classes = p.shape[-1]
+
+    def moments(idx):
+        dev = deviations(idx)
+        w = jnp.take(p, jnp.minimum(idx, classes - 1), axis=-1).T               # (chunk, B)
+        w_d2 = w.reshape(w.shape + (1,) * (dev.ndim - 2)) * dev * dev
+        return w_d2, w_d2 * dev
+
+    return chunked_sum(moments, n=classes, chunk=chunk)
+
+
 def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, Array]:
     """sum_j p_bj d_bj^k for k = 2, 3, every example b and activation, with
     d_bj = J_bj - E_p[J_b] the deviations of the rows of the head's Jacobian
@@ -129,16 +144,9 @@ def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, 
     product of the cotangent onehot_j - p (:func:`jaxcam._links.centring_cotangents`), so
     the moments are central by construction. Built ``chunk`` classes at a time (memory of
     one chunk of rows, never the whole C x n Jacobian)."""
-    classes = p.shape[-1]
-    expand = (slice(None), slice(None)) + (None,) * (a.ndim - 1)
-
-    def moments(idx):                      # idx (chunk,) classes; padded ones are dropped
-        dev = jax.vmap(lambda e: head_vjp(e)[0])(L.centring_cotangents(p, idx))
-        w = jnp.take(p, jnp.minimum(idx, classes - 1), axis=-1).T[expand]  # (chunk, B, ..)
-        w_d2 = w * dev * dev
-        return w_d2, w_d2 * dev
-
-    return chunked_sum(moments, n=classes, chunk=chunk)
+    return _central_moments(
+        lambda idx: jax.vmap(lambda e: head_vjp(e)[0])(L.centring_cotangents(p, idx)),
+        p, chunk)
 
 
 def _matrix_moments(w: Array, p: Array, chunk: int) -> tuple[Array, Array]:
@@ -152,19 +160,15 @@ def _matrix_moments(w: Array, p: Array, chunk: int) -> tuple[Array, Array]:
     hp = jax.lax.Precision.HIGHEST
     mean = jnp.matmul(p, wt, precision=hp)                               # (B, K)
     mode = jnp.argmax(p, axis=-1)                                        # (B,)
-    is_mode = jax.nn.one_hot(mode, classes, dtype=p.dtype) > 0              # (B, C)
-    rest = jnp.sum(jnp.where(is_mode, 0.0, p), axis=-1, keepdims=True)      # 1 - p_r
-    at_mode = jnp.matmul(jnp.where(is_mode, rest, -p), wt, precision=hp)  # (B, K)
+    is_mode = jax.nn.one_hot(mode, classes, dtype=p.dtype) > 0           # (B, C)
+    at_mode = jnp.matmul(L.centred_target(p, is_mode), wt, precision=hp)  # (B, K)
 
-    def moments(idx):                      # idx (chunk,) classes; padded ones are dropped
+    def deviations(idx):                                                 # (chunk, B, K)
         safe = jnp.minimum(idx, classes - 1)
-        dev = wt[safe][:, None, :] - mean[None]                          # (chunk, B, K)
-        dev = jnp.where((safe[:, None] == mode[None])[..., None], at_mode[None], dev)
-        wgt = jnp.take(p, safe, axis=-1).T[..., None]                    # (chunk, B, 1)
-        w_d2 = wgt * dev * dev
-        return w_d2, w_d2 * dev
+        dev = wt[safe][:, None, :] - mean[None]
+        return jnp.where((safe[:, None] == mode[None])[..., None], at_mode[None], dev)
 
-    m2, m3 = chunked_sum(moments, n=classes, chunk=chunk)
+    m2, m3 = _central_moments(deviations, p, chunk)
     return m2[:, None, None], m3[:, None, None]
 
 

@@ -22,8 +22,17 @@ from jaxcam._batch import MethodSpec, Photo, _load, _map
 from jaxcam._checks import check_choice
 from jaxcam._devices import padded_size, shard_batch
 
-METRICS = ("average_drop", "increase_in_confidence", "confidence_change", "deletion",
-           "insertion", "road_morf", "road_lerf", "road_combined")
+_SCORES = {    # name -> (predict, x, maps, classes, steps) -> (B,)
+    "average_drop": lambda f, x, m, c, steps: M.average_drop(f, x, m, c),
+    "increase_in_confidence": lambda f, x, m, c, steps: M.increase_in_confidence(f, x, m, c),
+    "confidence_change": lambda f, x, m, c, steps: M.confidence_change(f, x, m, c),
+    "deletion": lambda f, x, m, c, steps: M.deletion(f, x, m, c, steps=steps),
+    "insertion": lambda f, x, m, c, steps: M.insertion(f, x, m, c, steps=steps),
+    "road_morf": lambda f, x, m, c, steps: M.road(f, x, m, c, order="morf"),
+    "road_lerf": lambda f, x, m, c, steps: M.road(f, x, m, c, order="lerf"),
+    "road_combined": lambda f, x, m, c, steps: M.road_combined(f, x, m, c),
+}
+METRICS = tuple(_SCORES)
 DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion")
 
 
@@ -37,22 +46,6 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return names
 
 
-def _score(name: str, predict, x, maps, classes, steps: int):
-    if name == "average_drop":
-        return M.average_drop(predict, x, maps, classes)
-    if name == "increase_in_confidence":
-        return M.increase_in_confidence(predict, x, maps, classes)
-    if name == "confidence_change":
-        return M.confidence_change(predict, x, maps, classes)
-    if name == "deletion":
-        return M.deletion(predict, x, maps, classes, steps=steps)
-    if name == "insertion":
-        return M.insertion(predict, x, maps, classes, steps=steps)
-    if name == "road_combined":
-        return M.road_combined(predict, x, maps, classes)
-    return M.road(predict, x, maps, classes, order=name.removeprefix("road_"))
-
-
 @functools.partial(jax.jit, static_argnames=("specs", "metrics", "steps"))
 def evaluate_step(split, x, classes, key, *, specs: tuple[MethodSpec, ...],
                   metrics: tuple[str, ...], steps: int = 20):
@@ -64,7 +57,7 @@ def evaluate_step(split, x, classes, key, *, specs: tuple[MethodSpec, ...],
     scores = []
     for spec in specs:
         maps = jnp.clip(_map(spec, split, x, targets, key), 0.0, 1.0)
-        scores.append(jnp.stack([_score(m, predict, x, maps, targets, steps)
+        scores.append(jnp.stack([_SCORES[m](predict, x, maps, targets, steps)
                                  for m in metrics], axis=-1))
     return probs, targets, jnp.stack(scores, axis=1)
 

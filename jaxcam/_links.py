@@ -92,6 +92,14 @@ def log_softmax_stats(logits: Array, c: Array, coeffs: Array) -> LogSoftmaxStats
                            jnp.sum(p * d1 * d1 * d1))
 
 
+def centred_target(p: Array, target: Array) -> Array:
+    """onehot_c - p (B, C) for the classes marked by the boolean ``target`` (B, C), whose
+    entry 1 - p_c is the sum of the other classes' probabilities: full relative accuracy
+    when p_c is close to 1."""
+    rest = jnp.sum(jnp.where(target, 0.0, p), axis=-1, keepdims=True)
+    return jnp.where(target, rest, -p)
+
+
 def centring_cotangents(p: Array, rows: Array) -> Array:
     """Cotangents onehot_j - p for the classes j in ``rows`` (chunk,) and every example:
     (chunk, B, C) from p (B, C). Their vector-Jacobian products are the deviations
@@ -101,8 +109,7 @@ def centring_cotangents(p: Array, rows: Array) -> Array:
     n = p.shape[-1]
     onehot = jax.nn.one_hot(rows, n, dtype=p.dtype)[:, None, :]              # (chunk, 1, C)
     mode = jax.nn.one_hot(jnp.argmax(p, axis=-1), n, dtype=p.dtype)          # (B, C)
-    rest_mode = jnp.sum(jnp.where(mode > 0, 0.0, p), axis=-1, keepdims=True)  # (B, 1)
-    rest = jnp.where(mode > 0, rest_mode, 1.0 - p)                           # (B, C)
+    rest = jnp.where(mode > 0, centred_target(p, mode > 0), 1.0 - p)         # (B, C)
     used = jnp.sum(onehot, axis=-1, keepdims=True)                           # (chunk, 1, 1)
     return jnp.where(onehot > 0, rest[None], -used * p[None])
 
@@ -146,9 +153,7 @@ def class_gradient(link: str, logits: Array, classes: Array) -> Array:
     if link in ("logit", "exp"):
         return onehot
     log_p = jax.nn.log_softmax(logits, axis=-1)
-    p = jnp.exp(log_p)
-    rest = jnp.sum(jnp.where(onehot > 0, 0.0, p), axis=-1, keepdims=True)
-    grad = jnp.where(onehot > 0, rest, -p)
+    grad = centred_target(jnp.exp(log_p), onehot > 0)
     if link == "softmax":
         grad = grad * jnp.exp(jnp.sum(onehot * log_p, axis=-1, keepdims=True))
     elif link == "rest":

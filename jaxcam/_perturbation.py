@@ -38,7 +38,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from jaxcam import _weighting as W
-from jaxcam._checks import check_choice, check_number, check_positive_int
+from jaxcam._checks import check_choice, check_number, check_positive_int, is_concrete
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, make_mesh
 from jaxcam._explain import explain
@@ -306,7 +306,7 @@ def _check_baseline(baseline, x):
         raise ValueError(f"baseline of shape {arr.shape} does not broadcast to the images "
                          f"{tuple(x.shape)} (B, H, W, C); pass a number, one image (H, W, C) "
                          "or one per image") from None
-    if not isinstance(arr, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(arr))):
+    if is_concrete(arr) and not np.all(np.isfinite(np.asarray(arr))):
         raise ValueError("baseline contains NaN or infinite values")
     return jnp.asarray(arr, x.dtype)
 

@@ -33,6 +33,7 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
+from jaxcam._checks import is_concrete
 from jaxcam._split import Split, split_shapes
 
 Array = jax.Array
@@ -197,7 +198,7 @@ def check_inputs(split, x) -> Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be a float array of preprocessed images, got {x.dtype}; "
                          "apply split.preprocess(image) to uint8 photos first")
-    if not isinstance(x, jax.core.Tracer):
+    if is_concrete(x):
         # Evaluated now, on x's device, also inside a caller's jit (a closed-over x).
         with jax.ensure_compile_time_eval():
             finite = bool(jnp.all(jnp.isfinite(x)))
@@ -225,12 +226,8 @@ def check_key(key) -> Array:
                     f"jax.random.PRNGKey(seed) ({raw.dtype} {raw.shape}); got {got}")
 
 
-def _concrete(v) -> bool:
-    return not isinstance(v, jax.core.Tracer)
-
-
 def _channel_mask(channels, k: int) -> Array:
-    if _concrete(channels):
+    if is_concrete(channels):
         arr = np.asarray(channels)
         if arr.size == 0:
             raise ValueError("channels is empty: list at least one feature map, or pass "
@@ -256,7 +253,7 @@ _NEURONS = ("neurons must be a box (i0, j0, i1, j1) of feature-map rows i0 <= i 
 
 
 def _neuron_mask(neurons, h: int, w: int) -> Array:
-    if not _concrete(neurons):
+    if not is_concrete(neurons):
         ii, jj = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
         if neurons.shape == (4,):
             i0, j0, i1, j1 = neurons

@@ -23,7 +23,7 @@ import numpy as np
 
 from flax import struct
 
-from jaxcam._checks import check_choice
+from jaxcam._checks import check_choice, is_concrete
 from jaxcam._links import bell, class_gradient, class_taylor
 from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
@@ -201,10 +201,6 @@ class Objective:
         return dataclasses.replace(self, link="logit")(logits, classes)
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 # --- targets
 
 def _outputs_text(outputs) -> str:
@@ -253,7 +249,7 @@ def _class_targets(target, batch: int, n: int) -> Array:
     if classes.ndim > 1 or (classes.ndim == 1 and classes.shape != (batch,)):
         raise ValueError(f"target array has shape {classes.shape}; expected ({batch},), one "
                          "class per image of the batch")
-    if _is_concrete(classes):
+    if is_concrete(classes):
         _check_range(np.asarray(classes).reshape(-1), n)
     return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), (batch,))
 

@@ -50,19 +50,16 @@ def add(x: tuple[Array, Array], y: tuple[Array, Array]) -> tuple[Array, Array]:
     return _renormalise(s, e + (x[1] + y[1]))
 
 
+def _truncated(a: Array) -> Array:
+    """a with its 12 low significand bits cleared (the ``hi`` of :func:`halves`)."""
+    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
+    return jax.lax.bitcast_convert_type(bits & jnp.uint32(_HIGH_BITS), jnp.float32)
+
+
 def halves(a: Array) -> tuple[Array, Array]:
     """(hi, lo), a = hi + lo exactly, each with at most 12 significant bits (float32)."""
-    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
-    hi = jax.lax.bitcast_convert_type(bits & jnp.uint32(_HIGH_BITS), jnp.float32)
+    hi = _truncated(a)
     return hi, a - hi
-
-
-def product_terms(x: tuple[Array, Array], w: Array) -> Array:
-    """Terms (5, ...) whose sum is (x_hi + x_lo) w: four exact products of halves and
-    x_lo w, whose single rounding is a relative epsilon squared of the whole."""
-    x1, x2 = halves(x[0])
-    w1, w2 = halves(w)
-    return jnp.stack([x1 * w1, x1 * w2, x2 * w1, x2 * w2, x[1] * w])
 
 
 def total(terms: Array, axis: int = 0) -> tuple[Array, Array]:
@@ -77,12 +74,6 @@ def total(terms: Array, axis: int = 0) -> tuple[Array, Array]:
         half = hi.shape[0] // 2
         hi, lo = add((hi[:half], lo[:half]), (hi[half:], lo[half:]))
     return hi[0], lo[0]
-
-
-def _truncated(a: Array) -> Array:
-    """a with its 12 low significand bits cleared (the ``hi`` of :func:`halves`)."""
-    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
-    return jax.lax.bitcast_convert_type(bits & jnp.uint32(_HIGH_BITS), jnp.float32)
 
 
 def times(x: Array, z: float) -> tuple[Array, Array]:

@@ -40,9 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam import _imputation as IM
-from jaxcam._checks import check_choice, check_finite_nonneg, check_positive_int
+from jaxcam._checks import (check_choice, check_finite_nonneg, check_positive_int,
+                            is_concrete)
 from jaxcam._chunking import chunked_map
-from jaxcam._weighting import upsample
+from jaxcam._weighting import safe_ratio, upsample
 
 Array = jax.Array
 Predict = Callable[[Array], Array]
@@ -78,8 +79,19 @@ def predictor(model, link: str = "softmax") -> Predict:
 # --- inputs: checked once, concretely when they are concrete
 
 
-def _concrete(v) -> bool:
-    return not isinstance(v, jax.core.Tracer)
+def _images(flags, *, where_any: bool) -> list[int]:
+    """The images (first axis) of concrete booleans (B, ...) with a True entry
+    (``where_any``) or with none."""
+    has = np.asarray(flags).reshape(len(flags), -1).any(-1)
+    return np.nonzero(has if where_any else ~has)[0].tolist()
+
+
+def _check_finite_maps(maps: Array) -> None:
+    """A concrete map with NaN or inf is an error naming its images."""
+    if is_concrete(maps):
+        bad = _images(~np.isfinite(np.asarray(maps)), where_any=True)
+        if bad:
+            raise ValueError(f"maps of images {bad[:8]} are not finite (NaN or inf)")
 
 
 def _inputs(x, maps, classes) -> tuple[Array, Array, Array]:
@@ -95,11 +107,9 @@ def _inputs(x, maps, classes) -> tuple[Array, Array, Array]:
     if classes.shape != (x.shape[0],) or not jnp.issubdtype(classes.dtype, jnp.integer):
         raise ValueError(f"classes must be {x.shape[0]} integers (B,), got "
                          f"{classes.dtype} of shape {classes.shape}")
-    if _concrete(maps):
+    _check_finite_maps(maps)
+    if is_concrete(maps):
         values = np.asarray(maps)
-        if not np.all(np.isfinite(values)):
-            bad = sorted(set(np.nonzero(~np.isfinite(values))[0].tolist()))
-            raise ValueError(f"maps of images {bad[:8]} are not finite (NaN or inf)")
         if values.size and (values.min() < 0 or values.max() > 1):
             raise ValueError(f"maps must lie in [0, 1], got [{values.min():.4g}, "
                              f"{values.max():.4g}]: scale them with "
@@ -131,7 +141,7 @@ def average_drop(predict: Predict, x, maps, classes, *, eps: float = 0.0) -> Arr
     eps = check_finite_nonneg("eps", eps)
     y, o = _with_map(predict, x, maps, classes)
     den = y + eps
-    return jnp.where(den > 0, jnp.maximum(y - o, 0.0) / jnp.where(den > 0, den, 1.0), 0.0)
+    return safe_ratio(jnp.maximum(y - o, 0.0), jnp.where(den > 0, den, 0.0))
 
 
 def increase_in_confidence(predict: Predict, x, maps, classes) -> Array:
@@ -146,7 +156,7 @@ def confidence_change(predict: Predict, x, maps, classes, *, relative: bool = Fa
     y, o = _with_map(predict, x, maps, classes)
     if not relative:
         return o - y
-    return jnp.where(y != 0, (o - y) / jnp.where(y != 0, y, 1.0), 0.0)
+    return safe_ratio(o - y, y)
 
 
 # --- deletion and insertion
@@ -206,6 +216,15 @@ def _ranks(maps: Array) -> Array:
     return ranks.reshape(maps.shape)
 
 
+def _area(predict, x, maps, classes, substrate, *, steps, chunk_size, insert, curve):
+    """The AUC (B,) of the deletion (or insertion) curve, with the curve and its
+    fractions when ``curve``."""
+    values, fractions = _curve(predict, x, maps, classes, substrate, steps=steps,
+                               chunk_size=chunk_size, insert=insert)
+    auc = trapezoid_auc(values, fractions)
+    return (auc, values, fractions) if curve else auc
+
+
 def _curve(predict, x, maps, classes, substrate, *, steps, chunk_size, insert):
     x, maps, classes = _inputs(x, maps, classes)
     steps = check_positive_int("steps", steps)
@@ -248,10 +267,8 @@ def deletion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=N
     Returns:
       (B,) AUCs, or (auc, curve, fractions) with ``curve``.
     """
-    values, fractions = _curve(predict, x, maps, classes, substrate, steps=steps,
-                               chunk_size=chunk_size, insert=False)
-    auc = trapezoid_auc(values, fractions)
-    return (auc, values, fractions) if curve else auc
+    return _area(predict, x, maps, classes, substrate, steps=steps, chunk_size=chunk_size,
+                 insert=False, curve=curve)
 
 
 def insertion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=None,
@@ -259,10 +276,8 @@ def insertion(predict: Predict, x, maps, classes, *, steps: int = 20, substrate=
     """Area under the score's curve as the map's top pixels are restored into
     ``substrate`` (default RISE's blur, :func:`blurred`); higher is more faithful. As
     :func:`deletion` otherwise."""
-    values, fractions = _curve(predict, x, maps, classes, substrate, steps=steps,
-                               chunk_size=chunk_size, insert=True)
-    auc = trapezoid_auc(values, fractions)
-    return (auc, values, fractions) if curve else auc
+    return _area(predict, x, maps, classes, substrate, steps=steps, chunk_size=chunk_size,
+                 insert=True, curve=curve)
 
 
 # --- ROAD: remove and debias
@@ -285,10 +300,10 @@ def linear_imputation(x, known, *, tol: float = 1e-6, maxiter: int | None = None
     x, known = jnp.asarray(x), jnp.asarray(known).astype(bool)
     if known.shape != x.shape[:3]:
         raise ValueError(f"known must be (B, H, W) = {x.shape[:3]}, got {known.shape}")
-    if _concrete(known):
-        none = np.nonzero(~np.asarray(known).reshape(known.shape[0], -1).any(-1))[0]
-        if none.size:
-            raise ValueError(f"images {none[:8].tolist()} have no known pixel: linear "
+    if is_concrete(known):
+        none = _images(known, where_any=False)
+        if none:
+            raise ValueError(f"images {none[:8]} have no known pixel: linear "
                              "imputation has nothing to fill them from")
     return IM.linear_imputation(x, known, tol=check_finite_nonneg("tol", tol),
                                 maxiter=None if maxiter is None
@@ -333,22 +348,18 @@ def road(predict: Predict, x, maps, classes, *, percentiles=ROAD_PERCENTILES,
         raise ValueError(f"percentiles must lie in (0, 100), got {percentiles}")
     before = _score(predict, x, classes)
 
-    items = jnp.asarray(percentiles, x.dtype)
-    if noise > 0:
-        items = (items, jax.random.split(key, len(percentiles)))
+    keys = jax.random.split(jax.random.key(0) if key is None else key, len(percentiles))
 
     def at(p, k):                                  # one percentile -> (B,) changes
         known = _road_known(maps, p, order)
         filled = IM.linear_imputation(x, known, tol=tol).images
-        if k is not None:
+        if noise > 0:
             jitter = noise * jax.random.normal(k, x.shape, x.dtype)
             filled = jnp.where(known[..., None], filled, filled + jitter)
         return _score(predict, filled, classes) - before
 
-    def chunk_of(item):                            # (chunk,) percentiles -> (chunk, B)
-        return jax.vmap(at)(*item) if noise > 0 else jax.vmap(lambda p: at(p, None))(item)
-
-    values = chunked_map(chunk_of, items, chunk=chunk).T                  # (B, P)
+    items = (jnp.asarray(percentiles, x.dtype), keys)
+    values = chunked_map(lambda item: jax.vmap(at)(*item), items, chunk=chunk).T  # (B, P)
     mean = jnp.mean(values, axis=1)
     return (mean, values) if curve else mean
 
@@ -376,14 +387,13 @@ def _masks(maps, masks) -> tuple[Array, Array]:
         raise ValueError(f"maps (B, h, w) and masks (B, H, W) must share B, got shapes "
                          f"{maps.shape} and {masks.shape}")
     masks = masks.astype(bool)
-    if _concrete(masks):
-        empty = np.nonzero(~np.asarray(masks).reshape(masks.shape[0], -1).any(-1))[0]
-        if empty.size:
-            raise ValueError(f"the masks of images {empty[:8].tolist()} are empty: a map "
+    if is_concrete(masks):
+        empty = _images(masks, where_any=False)
+        if empty:
+            raise ValueError(f"the masks of images {empty[:8]} are empty: a map "
                              "cannot point at an object that is not there; drop those "
                              "images or give their masks")
-    if _concrete(maps) and not np.all(np.isfinite(np.asarray(maps))):
-        raise ValueError("maps are not finite (NaN or inf)")
+    _check_finite_maps(maps)
     return upsample(maps.astype(jnp.float32) if not jnp.issubdtype(
         maps.dtype, jnp.floating) else maps, masks.shape[1:]), masks
 
@@ -414,7 +424,7 @@ def energy_pointing_game(maps, masks) -> Array:
     maps, masks = _masks(maps, masks)
     total = jnp.sum(maps, axis=(1, 2))
     inside = jnp.sum(jnp.where(masks, maps, 0.0), axis=(1, 2))
-    return jnp.where(total > 0, inside / jnp.where(total > 0, total, 1.0), 0.0)
+    return safe_ratio(inside, jnp.where(total > 0, total, 0.0))
 
 
 def relevance_rank_accuracy(maps, masks) -> Array:

@@ -67,6 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxcam._checks import is_concrete
+
 Array = jax.Array
 
 __all__ = ["BoxScore", "ClassScore", "EmbeddingSimilarity", "Segmentation", "Target",
@@ -101,10 +103,6 @@ class Target:
 
 
 # --- helpers
-
-def _concrete(v) -> bool:
-    return not isinstance(v, jax.core.Tracer)
-
 
 def _describe(tree) -> str:
     """The kind and shapes of (a part of) the outputs, for messages."""
@@ -191,7 +189,7 @@ def _ints(value, shape: tuple, batch: int, what: str, n: int | None = None,
         raise ValueError(f"{what} has shape {tuple(arr.shape)}; expected "
                          + " or ".join(str(s) for s in dict.fromkeys([(), tuple(shape), full]))
                          + " (one for every image, or one per image)")
-    if n is not None and _concrete(arr):
+    if n is not None and is_concrete(arr):
         flat = np.asarray(arr).reshape(-1)
         bad = flat[(flat < 0) | (flat >= n)]
         if bad.size:
@@ -219,7 +217,7 @@ def _batched(value, shape: tuple, batch: int, dtype, what: str, expected: str,
 
 def _finite(arr, what: str) -> None:
     """Refuses NaN and Inf in a concrete float array (they would silently zero the map)."""
-    if not _concrete(arr) or not jnp.issubdtype(arr.dtype, jnp.inexact):
+    if not is_concrete(arr) or not jnp.issubdtype(arr.dtype, jnp.inexact):
         return
     values = np.asarray(arr)
     bad = ~np.isfinite(values)

@@ -17,7 +17,6 @@ and adds 0.01 * ``torch.randn_like`` noise, unseeded; the noise is switched off 
 
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 
 import jax
@@ -26,6 +25,7 @@ import pytest
 
 import jaxcam
 import test_oracle_pytorch_grad_cam as pgc_base
+import test_oracle_torchcam as tc_base
 from jaxcam import metrics as M
 
 torch = pytest.importorskip("torch")
@@ -36,31 +36,14 @@ SIZE, LAYER = 64, "layer3"
 pgc = pgc_base.pgc                    # pytorch_grad_cam, with the torchvision stand-in
 
 
-class FixedMaps:
-    """A torch-cam CAM extractor that returns given maps."""
-
-    def __init__(self, model, maps):
-        self.model, self.maps = model, maps
-
-    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
-        return [torch.from_numpy(np.array(self.maps))]
-
-    def fuse_cams(self, cams):
-        return cams[0]
-
-    @contextlib.contextmanager
-    def _hooks_off(self):
-        yield
+resnet18 = tc_base.resnet18          # (torch ResNet-18, jaxcam variables), same weights
+_nchw = tc_base._nchw
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    model = torch_reference.randomize_(torch_reference.resnet(18), seed=0).eval()
-    path = tmp_path_factory.mktemp("metrics") / "resnet18.pth"
-    torch.save(model.state_dict(), path)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXCAM_CACHE", str(tmp_path_factory.getbasetemp() / "jaxcam-cache"))
-        split = jaxcam.models.load("resnet18", layer=LAYER, weights=path)
+def case(resnet18):
+    model, variables = resnet18
+    split = jaxcam.models.load("resnet18", layer=LAYER, weights=variables)
     x = np.random.default_rng(0).normal(size=(4, SIZE, SIZE, 3)).astype(np.float32)
     classes = np.asarray(split.logits(x)).argmax(axis=1)        # the predicted classes
     maps = np.asarray(jaxcam.grad_cam(split, x, classes, upsample=False))
@@ -68,13 +51,9 @@ def case(tmp_path_factory):
     return model, split, x, maps, [int(c) for c in classes]
 
 
-def _nchw(a):
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
-
-
 def test_average_drop_and_increase_match_torchcam(case):
     model, split, x, maps, classes = case
-    metric = tc_metrics.ClassificationMetric(FixedMaps(model, maps),
+    metric = tc_metrics.ClassificationMetric(torch_reference.FixedMaps(model, maps),
                                              partial(torch.softmax, dim=-1))
     metric.update(_nchw(x), class_idx=classes)
     want = metric.summary()
@@ -91,7 +70,7 @@ def test_deletion_and_insertion_match_torchcam(case):
     rank near-ties differently, which moves the AUCs by about 1e-5."""
     model, split, x, maps, classes = case
     maps = np.asarray(jax.image.resize(maps, (4, SIZE, SIZE), "bilinear", antialias=False))
-    metric = tc_metrics.DeletionInsertionMetric(FixedMaps(model, maps),
+    metric = tc_metrics.DeletionInsertionMetric(torch_reference.FixedMaps(model, maps),
                                                 partial(torch.softmax, dim=-1), steps=20)
     metric.update(_nchw(x), class_idx=classes)
     want = metric.summary()

@@ -13,6 +13,7 @@ All models take NCHW float32 input.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -335,3 +336,29 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
             last_bn = b.bn3 if isinstance(b, Bottleneck) else b.bn2
             uniform_(last_bn.weight, 0.5 * scale, 1.5 * scale)
     return model.eval()
+
+
+# --------------------------------------------------------------------------
+# A CAM extractor for torch-cam's metrics that returns given maps
+# --------------------------------------------------------------------------
+
+
+class FixedMaps:
+    """A stand-in for a torch-cam CAM extractor that returns given maps (B, h, w), so that
+    torch-cam's ``ClassificationMetric`` and ``DeletionInsertionMetric`` score exactly
+    the maps another library computed."""
+
+    def __init__(self, model: nn.Module, maps):
+        self.model, self.maps = model, maps
+
+    def __call__(self, class_idx=None, scores=None, normalized=True, **_):
+        import numpy as np
+
+        return [torch.from_numpy(np.array(self.maps))]
+
+    def fuse_cams(self, cams):
+        return cams[0]
+
+    @contextlib.contextmanager
+    def _hooks_off(self):
+        yield
