@@ -16,6 +16,8 @@ second run does not compile again (--no-compile-cache turns that off).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -536,15 +538,57 @@ def _convert(args) -> int:
     return 0
 
 
+def _train_bar():
+    """A rich progress bar of the shapes networks' training on stderr when it is a
+    terminal (a ``progress(phase, done, total)`` callback for each network), else None."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description:28s}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+def _train_shapes(args) -> int:
+    from jaxcam import models
+
+    names = [s.strip() for s in args.model.split(",") if s.strip()]
+    bar = _train_bar()
+    results = []
+    with bar if bar is not None else contextlib.nullcontext():
+        for name in names:
+            tasks = {}
+
+            def progress(phase, done, total, name=name, tasks=tasks):
+                if bar is None:
+                    return
+                if phase not in tasks:
+                    label = "images" if phase == "data" else "steps"
+                    tasks[phase] = bar.add_task(f"{name} {label}", total=total)
+                bar.update(tasks[phase], completed=done)
+
+            config = models.QUICK if args.quick else models.TrainConfig()
+            config = dataclasses.replace(config, seed=args.seed)
+            results.append(models.train_shapes(name, config, force=args.force,
+                                               progress=progress))
+    for r in results:
+        accuracy = ", ".join(f"{split} {value:.1%}" for split, value in r.accuracy.items())
+        how = f"trained in {r.seconds:.0f} s" if r.trained else f"cached (trained in {r.seconds:.0f} s)"
+        _say(f"{r.name:14s} held-out accuracy {accuracy}; {how}; {r.path}")
+    return 0
+
+
 def _models(args) -> int:
     from jaxcam import models
 
     lines = []
     for name in models.available():
         info = models.info(name)
-        weights = "bundled ImageNet weights" if info.pretrained else "weights: a torchvision .pth"
         lines.append(f"{name:20s} default layer {info.default_layer:12s} "
-                     f"{len(models.layers(name)):3d} layers  {weights}")
+                     f"{len(models.layers(name)):3d} layers  {info.weights_note}")
     _say(*lines)
     return 0
 
@@ -716,6 +760,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the suite's options (jaxcam bench --help)")
     bench.set_defaults(run=_bench)
+    train = sub_parser("train-shapes", "train the shapes networks (shapes-relu, shapes-smooth) "
+                                        "on jaxcam.datasets.shapes and cache their weights",
+                       epilog="examples:\n  jaxcam train-shapes\n  jaxcam train-shapes "
+                              "--model shapes-relu --quick")
+    train.add_argument("--model", default="shapes-relu,shapes-smooth",
+                       help="comma-separated networks (default both)")
+    train.add_argument("--quick", action="store_true",
+                       help="a few hundred steps on 32 px images (for tests; cached apart)")
+    train.add_argument("--seed", type=int, default=0, help="initialisation and data order")
+    train.add_argument("--force", action="store_true", help="train even when cached")
+    train.set_defaults(run=_train_shapes)
     sub_parser("models", "list the model zoo").set_defaults(run=_models)
     layers = sub_parser("layers", "list a model's layers (the default marked)",
                         epilog="example:\n  jaxcam layers resnet50")

@@ -23,9 +23,10 @@ from pretrained_ports._errors import ConversionError as ConversionError
 from pretrained_ports._errors import UnsafeCheckpointError as UnsafeCheckpointError
 from pretrained_ports._store import FORMAT as FORMAT
 from pretrained_ports._store import load_variables as load_variables
+from pretrained_ports._store import read_metadata as read_metadata
 from pretrained_ports._store import save_variables as save_variables
 from pretrained_ports._torch_reader import read_checkpoint as read_checkpoint
 
 __all__ = ["FORMAT", "CheckpointError", "CheckpointTooLargeError", "ConversionError",
            "ConversionReport", "UnsafeCheckpointError", "check", "convert", "load_variables",
-           "read_checkpoint", "save_variables"]
+           "read_checkpoint", "read_metadata", "save_variables"]

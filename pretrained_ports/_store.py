@@ -106,11 +106,7 @@ def load_variables(path: str | os.PathLike, shapes: Mapping[str, Any], *, model:
     path = Path(path)
     required = _metadata(metadata)
     specs = _specs(shapes)
-    limit = _SIZE_FACTOR * sum(int(np.prod(s)) * d.itemsize for s, d in specs.values())
-    payload = _decode(path, _read_at_most(path, limit + _SIZE_SLACK))
-    if payload["model"] != model:
-        raise ConversionError(
-            f"{path} holds weights for {payload['model'][:60]!r}, not {model!r}")
+    payload = _payload(path, specs, model)
     for field, want in required.items():
         found = payload.get(field)
         if found != want:
@@ -118,6 +114,31 @@ def load_variables(path: str | os.PathLike, shapes: Mapping[str, Any], *, model:
             raise CheckpointError(f"{path} records {shown} as {field!r}, not {want!r}; "
                                   "it was made from another source")
     return _checked(str(path), payload["variables"], model, specs)
+
+
+def read_metadata(path: str | os.PathLike, shapes: Mapping[str, Any], *,
+                  model: str) -> dict[str, str]:
+    """The metadata fields a file written by :func:`save_variables` records.
+
+    The file is read and decoded with the bounds :func:`load_variables` uses; its
+    variables are not checked (load them with :func:`load_variables`).
+
+    Raises:
+      FileNotFoundError, CheckpointError, ConversionError: as :func:`load_variables`.
+    """
+    payload = _payload(Path(path), _specs(shapes), model)
+    return {k: v for k, v in payload.items() if k not in _FIELDS and isinstance(v, str)}
+
+
+def _payload(path: Path, specs: Mapping[str, Spec], model: str) -> dict[str, Any]:
+    """The decoded payload of a file of variables for ``model``, read only up to a small
+    multiple of the size variables of ``specs`` take."""
+    limit = _SIZE_FACTOR * sum(int(np.prod(s)) * d.itemsize for s, d in specs.values())
+    payload = _decode(path, _read_at_most(path, limit + _SIZE_SLACK))
+    if payload["model"] != model:
+        raise ConversionError(
+            f"{path} holds weights for {payload['model'][:60]!r}, not {model!r}")
+    return payload
 
 
 def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:

@@ -14,7 +14,7 @@ from jaxcam import models
 def test_available_lists_the_whole_zoo():
     expected = {f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")}
     expected |= {f"resnet{d}" for d in (18, 34, 50, 101, 152)} | {"efficientnet_lite0"}
-    expected |= {"vit_b_16"}
+    expected |= {"vit_b_16", "shapes-relu", "shapes-smooth"}
     assert set(models.available()) == expected
 
 

@@ -19,8 +19,10 @@ from jaxcam._split import Split, TokenGrid
 from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
                                    Linear, Stage, StagedNet, spatial_stages, stage_index,
                                    stage_names)
+from jaxcam.datasets.shapes import CLASSES as SHAPES_CLASSES
 from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages
 from jaxcam.models.resnet import resnet_stages
+from jaxcam.models.shapes_cnn import SHAPES_MODELS, SHAPES_PREPROCESS, shapes_stages
 from jaxcam.models.vgg import vgg_default_layer, vgg_stages
 from jaxcam.models.vit import VisionTransformer
 
@@ -50,6 +52,8 @@ class ModelInfo:
       module_layers: for a module: (layer, outputs tokens) in forward order; the layer
         names are the PyTorch module names, their Flax paths joined by ".".
       input_size: the side of the square input the variables are initialised at.
+      activation: the activation the network was trained with (staged models).
+      weights_note: where its weights come from, for ``jaxcam models``.
     """
 
     name: str
@@ -61,6 +65,8 @@ class ModelInfo:
     module: Any = None
     module_layers: tuple[tuple[str, bool], ...] = ()
     input_size: int = 64
+    activation: str = "relu"
+    weights_note: str = "weights: a torchvision .pth"
 
     @functools.cached_property
     def net(self):
@@ -77,6 +83,19 @@ def _resnet(depth: int) -> ModelInfo:
     return ModelInfo(f"resnet{depth}", resnet_stages(depth), "layer4")
 
 
+def _shapes(name: str) -> ModelInfo:
+    return ModelInfo(name, shapes_stages(len(SHAPES_CLASSES)), "act5", SHAPES_PREPROCESS,
+                     pretrained=functools.partial(_shapes_weights_path, name),
+                     activation=SHAPES_MODELS[name],
+                     weights_note="trained on jaxcam.datasets.shapes: jaxcam train-shapes")
+
+
+def _shapes_weights_path(name: str) -> str:
+    from jaxcam.models._training import cached_path  # imports optax: only when asked
+
+    return cached_path(name)
+
+
 def _vit_b_16() -> ModelInfo:
     module = VisionTransformer()
     blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(module.num_layers)]
@@ -91,8 +110,9 @@ _REGISTRY: dict[str, ModelInfo] = {
         *(_vgg(d, bn) for d in (11, 13, 16, 19) for bn in (False, True)),
         *(_resnet(d) for d in (18, 34, 50, 101, 152)),
         ModelInfo("efficientnet_lite0", efficientnet_lite0_stages(), "_swish", TF_LITE,
-                  pretrained=_lite0_weights_path),
+                  pretrained=_lite0_weights_path, weights_note="bundled ImageNet weights"),
         _vit_b_16(),
+        *(_shapes(name) for name in SHAPES_MODELS),
     )
 }
 
@@ -234,7 +254,7 @@ def _split_index(model: ModelInfo, layer) -> int:
 
 
 def load(name: str, *, layer: str | None = None,
-         weights: str | os.PathLike | Mapping | None = None, activation: str = "relu",
+         weights: str | os.PathLike | Mapping | None = None, activation: str | None = None,
          seed: int = 0) -> Split:
     """Loads a zoo model split at ``layer``.
 
@@ -243,14 +263,17 @@ def load(name: str, *, layer: str | None = None,
       layer: where to split (a name from :func:`layers`: a stage whose output is a
         spatial map); default :func:`default_layer`.
       weights: ``None`` for the model's default (the bundled ImageNet weights of
-        ``efficientnet_lite0``, seeded random variables otherwise), ``"random"``,
+        ``efficientnet_lite0``, the cached trained weights of ``shapes-relu`` and
+        ``shapes-smooth`` (see :func:`jaxcam.models.train_shapes`), seeded random
+        variables otherwise), ``"random"``,
         ``"pretrained"``, a PyTorch checkpoint path (``.pth``; converted once and cached
         in ``$JAXCAM_CACHE`` or ``~/.cache/jaxcam``), a converted ``.msgpack`` file, or
         variables already loaded (``other_split.variables``: re-split at another layer).
-      activation: the activation of the head (everything after the split): ``"relu"``
-        (the model's own ReLU/ReLU6) or a smooth ``"gelu"``, ``"silu"``, ``"softplus"``.
-        The smooth ones are a study tool for exact higher-order derivatives: the
-        pretrained weights were trained with ReLU.
+      activation: the activation of the head (everything after the split); default the
+        model's own (ReLU/ReLU6 for the ImageNet CNNs and ``shapes-relu``, GELU for
+        ``shapes-smooth``). ``"relu"`` or a smooth ``"gelu"``, ``"silu"``,
+        ``"softplus"``: on a network trained with ReLU the smooth ones are a study tool
+        for exact higher-order derivatives.
       seed: seed of the random initialisation.
 
     Returns:
@@ -263,6 +286,7 @@ def load(name: str, *, layer: str | None = None,
     model = info(name)
     layer = model.default_layer if layer is None else layer
     index = _split_index(model, layer)
+    activation = model.activation if activation is None else activation
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
     variables = replicate(_resolve_weights(model, weights, seed))  # on the device, once
@@ -273,15 +297,21 @@ def load(name: str, *, layer: str | None = None,
                         or not any(s.activates for s in head_stages))
     return Split(
         variables=variables,
-        features=_Stages(model.net, 0, index + 1),
+        features=_Stages(model.net, 0, index + 1, model.activation),
         head=_Stages(model.net, index + 1, None, activation),
         layer=layer,
         preprocess=model.preprocess,
         piecewise_linear_head=piecewise_linear,
         gap_linear_head=[type(s.op) for s in head_stages] == [GlobalAvgPool, Linear],
-        guided=_Stages(model.net, 0, None, "guided_relu"),
+        guided=_Stages(model.net, 0, None, _guided(model.activation)),
         cut=_Cut(model.name, activation),
     )
+
+
+def _guided(activation: str) -> str:
+    """The activation of the guided-backpropagation pass: guided ReLU for a ReLU
+    network; a smooth network has no rectifier to guide, so its pass is the plain one."""
+    return "guided_relu" if activation == "relu" else activation
 
 
 def _load_module(model: ModelInfo, layer: str, variables, activation: str) -> Split:

@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pretrained_ports
+from jaxcam.models._cache import cache_dir
 from jaxcam.models._registry import info, variable_shapes
 from pretrained_ports import CheckpointError, ConversionError
-
-
-def cache_dir() -> Path:
-    """The folder of the conversion cache: ``$JAXCAM_CACHE`` if set, else
-    ``~/.cache/jaxcam``."""
-    return Path(os.environ.get("JAXCAM_CACHE") or Path.home() / ".cache" / "jaxcam")
 
 
 def convert_checkpoint(name: str, checkpoint: str | os.PathLike, *,
