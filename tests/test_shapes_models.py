@@ -5,6 +5,7 @@ model."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -25,18 +26,26 @@ def cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def quick_relu(tmp_path_factory):
-    """shapes-relu trained with the --quick configuration (about 40 s)."""
+def quick_cache(tmp_path_factory):
+    """A cache holding shapes-relu trained with the --quick configuration (about 40 s)."""
+    path = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXCAM_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return models.train_shapes("shapes-relu", quick=True)
+        mp.setenv("JAXCAM_CACHE", str(path))
+        models.train_shapes("shapes-relu", quick=True)
+    return path
+
+
+@pytest.fixture
+def quick_relu(quick_cache, monkeypatch):
+    monkeypatch.setenv("JAXCAM_CACHE", str(quick_cache))
+    return models.train_shapes("shapes-relu", quick=True)          # read from the cache
 
 
 def test_quick_training_beats_chance_clearly(quick_relu):
     # 500 steps on 32 px images: about 40 %. Chance is 1/6; its standard error over the
     # 300 held-out images is 2.2 %, so twice chance is 7 standard errors above it.
     chance = 1 / len(shapes.CLASSES)
-    assert quick_relu.trained and quick_relu.config == models.QUICK
+    assert not quick_relu.trained and quick_relu.config == models.QUICK
     assert quick_relu.accuracy["single"] > 2 * chance, quick_relu.accuracy
     # held-out accuracy recomputed here, from the cached weights through the zoo's load
     split = models.load("shapes-relu", weights=str(quick_relu.path))
@@ -109,3 +118,28 @@ def test_splits_know_their_head_and_grad_cam_runs(quick_relu):
     maps = jax.jit(lambda x: jaxcam.grad_cam(relu, x, jnp.asarray(data.labels)))(x)
     assert maps.shape == (4, 64, 64) and bool(jnp.all(jnp.isfinite(maps)))
     assert models.info("shapes-relu").preprocess(data.images[0]).shape == (64, 64, 3)
+
+
+def test_the_groundtruth_report_scores_methods_against_the_masks(quick_relu, tmp_path):
+    """``python -m benchmarks.groundtruth --quick``'s run, on two methods: its structure,
+    and its pointing game recomputed from the maps' definition."""
+    from benchmarks import groundtruth
+
+    results = groundtruth.run(True, 8, tmp_path, tmp_path, networks=("shapes-relu",),
+                              methods="grad_cam,grad_cam_pp:exact", progress=False)
+    rows = results["methods"]["shapes-relu"]
+    assert [r["method"] for r in rows] == ["grad_cam", "grad_cam_pp-exact"]
+    assert results["networks"]["shapes-relu"]["accuracy"] == quick_relu.accuracy
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    data = shapes.generate(8, size=32, seed=0, start=10**6)
+    split = models.load("shapes-relu", weights=str(quick_relu.path))
+    row, maps = groundtruth.score_method(split, groundtruth.method_specs("grad_cam")[0], data)
+    hits = [data.target_masks[i][maps[i] == maps[i].max()].any() for i in range(8)]
+    assert row["pointing_game"]["mean"] == pytest.approx(np.mean(hits))
+    assert row == {**rows[0], "ms_per_image": row["ms_per_image"],
+                   "compile_s": row["compile_s"]}
+    for r in rows:
+        assert r["images"] == 8
+        assert 0 <= r["energy_in_mask"]["mean"] <= r["energy_in_box"]["mean"] <= 1
+        assert r["pointing_game"]["mean"] <= r["pointing_game_tolerance"]["mean"]
+        assert r["pointing_game"]["low"] <= r["pointing_game"]["mean"] <= r["pointing_game"]["high"]
