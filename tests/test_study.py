@@ -15,13 +15,15 @@ from jaxcam.datasets import shapes
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The quick study's records (both --quick shapes networks trained: about 80 s)."""
+    """The quick study's derivatives records (both --quick shapes networks trained: about
+    80 s)."""
     from benchmarks.study.__main__ import main
 
     cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("study")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAXCAM_CACHE", str(cache))
-        assert main(["--quick", "--out", str(out), "--images", "4"]) == 0
+        assert main(["--quick", "--out", str(out), "--images", "4",
+                     "--part", "derivatives"]) == 0
     return cache, out
 
 
@@ -99,3 +101,23 @@ def scoring_records(out):
     from benchmarks.study import scoring
 
     return scoring.Records(out / "derivatives.jsonl").read()
+
+
+def test_quick_groundtruth_and_sanity_parts(study, monkeypatch):
+    """The other two parts on two methods: every unit written, the report's sections."""
+    from benchmarks.study.__main__ import main
+    from benchmarks.study import scoring
+
+    cache, out = study
+    monkeypatch.setenv("JAXCAM_CACHE", str(cache))
+    for part in ("groundtruth", "sanity"):
+        assert main(["--quick", "--out", str(out), "--part", part,
+                     "--methods", "grad_cam,score_cam"]) == 0
+    scored = scoring.Records(out / "groundtruth.jsonl").read()
+    units = {(r["network"], r["split"], r["method"]) for r in scored}
+    assert len(units) == 2 * 3 * 2 and all(0 <= r["pointing_game"] <= 1 for r in scored)
+    checks = scoring.Records(out / "sanity.jsonl").read()
+    assert {r["method"] for r in checks} == {"grad_cam", "score_cam"}
+    assert {r["layer"] for r in checks} >= {"fc", "conv5", "conv1"}
+    text = (out / "STUDY.md").read_text()
+    assert "## Every method on the shapes networks" in text and "## Sanity check" in text

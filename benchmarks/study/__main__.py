@@ -25,10 +25,12 @@ import jax
 import jaxcam
 from jaxcam import models
 
-from benchmarks.study import derivatives, report, scoring
+from benchmarks.study import derivatives, methods, report, sanity, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("derivatives",)
+PARTS = ("derivatives", "groundtruth", "sanity")
+DEFAULT_IMAGES = {"derivatives": 128, "groundtruth": 32, "sanity": 8}
+QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "sanity": 2}
 
 
 def _commit() -> str:
@@ -39,14 +41,21 @@ def _commit() -> str:
         return "unknown"
 
 
-def run_part(part: str, out: Path, *, quick: bool, images: int | None, progress=print) -> float:
+def run_part(part: str, out: Path, *, quick: bool, images: int | None,
+             methods_text: str | None = None, progress=print) -> float:
     """Runs one part (what its records lack); returns the seconds it took."""
     start = time.perf_counter()
     trained = {name: models.train_shapes(name, quick=quick) for name in derivatives.NETWORKS}
     records = scoring.Records(out / f"{part}.jsonl")
+    n = images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)[part]
     if part == "derivatives":
-        derivatives.run(records, images=images or (8 if quick else 128), trained=trained,
-                        progress=progress)
+        derivatives.run(records, images=n, trained=trained, progress=progress)
+    elif part == "groundtruth":
+        methods.run(records, images=n, trained=trained, methods=methods_text,
+                    progress=progress)
+    else:
+        sanity.run(records, images=n, trained=trained, methods=methods_text,
+                   progress=progress)
     seconds = time.perf_counter() - start
     with open(out / "timings.jsonl", "a") as f:
         f.write(json.dumps({"part": part, "seconds": seconds, "quick": quick}) + "\n")
@@ -60,9 +69,15 @@ def write_report(out: Path, path: Path, command: str) -> str:
     lines = ["# The study: exact versus approximated higher-order terms", "",
              "Every number below comes from the per-image records of "
              f"`{command}`; nothing is typed in by hand.", ""]
+    scored = scoring.Records(out / "groundtruth.jsonl").read()
+    if scored:
+        lines += report.methods_section(scored)
     records = scoring.Records(out / "derivatives.jsonl").read()
     if records:
         lines += report.derivatives_section(records) + report.probability_section(records)
+    checks = scoring.Records(out / "sanity.jsonl").read()
+    if checks:
+        lines += report.sanity_section(checks)
     lines += ["## Reproducibility", "",
               f"- Command: `{command}` (each part: `--part NAME`).",
               f"- Machine: {platform.processor() or platform.machine()}, "
@@ -85,7 +100,14 @@ def main(argv=None) -> int:
     parser.add_argument("--part", default="all", choices=(*PARTS, "all"))
     parser.add_argument("--quick", action="store_true",
                         help="the --quick shapes networks and a few images")
-    parser.add_argument("--images", type=int, default=None, help="held-out images per part")
+    parser.add_argument("--images", type=int, default=None,
+                        help="held-out images per part (default: derivatives "
+                             f"{DEFAULT_IMAGES['derivatives']}, groundtruth "
+                             f"{DEFAULT_IMAGES['groundtruth']} per split, sanity "
+                             f"{DEFAULT_IMAGES['sanity']})")
+    parser.add_argument("--methods", default=None,
+                        help="the groundtruth and sanity parts' methods (default every "
+                             "registered one, and the exact Grad-CAM++ variants)")
     parser.add_argument("--out", type=Path, default=None,
                         help="records folder (default benchmarks/study/results; --quick: "
                              "required)")
@@ -95,7 +117,7 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "study" / "results"
     out.mkdir(parents=True, exist_ok=True)
     for part in PARTS if args.part == "all" else (args.part,):
-        run_part(part, out, quick=args.quick, images=args.images)
+        run_part(part, out, quick=args.quick, images=args.images, methods_text=args.methods)
     command = "python -m benchmarks.study" + (" --quick" if args.quick else "")
     write_report(out, (out / "STUDY.md") if args.quick else ROOT / "STUDY.md", command)
     return 0

@@ -1,0 +1,82 @@
+"""Every registered method on the shapes networks: localisation and faithfulness on
+held-out single-object, multi-instance and multi-class images, with runtime per image.
+
+The maps are each method's for the labelled class at the networks' default layer
+(``act5``). Perturbation methods (hundreds to thousands of forwards per image) are scored
+on the first :data:`PERTURBATION_IMAGES` images of each split, the others on all.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxcam
+from jaxcam import batch, models
+from jaxcam.datasets import shapes
+
+from benchmarks.study import scoring
+
+NETWORKS = ("shapes-relu", "shapes-smooth")
+EXTRA = ("grad_cam_pp:exact", "smooth_grad_cam_pp:exact")
+PERTURBATION_IMAGES = 8
+HELD_OUT = 10**6
+BATCH = 16
+
+
+def method_specs(methods: str | None = None) -> tuple:
+    """``methods`` (``"grad_cam,grad_cam_pp:exact"``), by default every registered method
+    and the exact variants of :data:`EXTRA`."""
+    return batch.parse_methods(methods or ",".join((*jaxcam.available_methods(), *EXTRA)))
+
+
+def _maps(split, spec, x, labels) -> tuple[np.ndarray, float]:
+    """The maps (N, H, W) and the steady-state seconds per image (the first batch, which
+    compiles, is left out when there are several)."""
+    key = jax.random.key(0)
+    size = min(BATCH, max(1, len(x) // 2))
+    maps, seconds = [], []
+    for start in range(0, len(x), size):
+        t0 = time.perf_counter()
+        _, _, m = batch.explain_step((split,), x[start:start + size],
+                                     labels[start:start + size], key, specs=(spec,))
+        maps.append(np.asarray(jax.block_until_ready(m)[:, 0, 0, 0]))
+        seconds.append((time.perf_counter() - t0) / len(maps[-1]))
+    return np.concatenate(maps), float(np.median(seconds[1:] or seconds))
+
+
+def run(records: scoring.Records, *, images: int, trained: dict, methods: str | None = None,
+        progress=print) -> None:
+    """Scores every (network, split, method) unit the records lack."""
+    specs = method_specs(methods)
+    for name in NETWORKS:
+        split = models.load(name, weights=str(trained[name].path))
+        size = trained[name].config.size
+        for split_name in shapes.SPLITS:
+            data = shapes.generate(images, split=split_name, size=size, seed=0, start=HELD_OUT)
+            x_all = models.preprocess_batch(data.images)
+            labels_all = jnp.asarray(data.labels)
+            boxes_all = scoring.target_boxes(data)
+            for spec in specs:
+                unit = f"{name}/{split_name}/{spec.label}"
+                if unit in records.done:
+                    continue
+                n = (min(images, PERTURBATION_IMAGES)
+                     if jaxcam.method_info(spec.name).kind == "perturbation" else images)
+                x, labels = x_all[:n], labels_all[:n]
+                maps, seconds = _maps(split, spec, x, labels)
+                scores = []
+                for start in range(0, n, 32):
+                    sl = slice(start, start + 32)
+                    scores += scoring.as_floats(scoring.faithfulness(
+                        split, x[sl], jnp.asarray(maps[sl]), labels[sl], localise=True,
+                        masks=data.target_masks[:n][sl], boxes=boxes_all[:n][sl]))
+                records.write(unit, ({"network": name, "split": split_name,
+                                      "method": spec.label, "index": i,
+                                      "seconds_per_image": seconds, **s}
+                                     for i, s in enumerate(scores)))
+                if progress:
+                    progress(f"methods {unit}: {n} images, {1000 * seconds:.2f} ms/image")
