@@ -144,7 +144,8 @@ def maps_figure(path: Path, data: shapes.Shapes, columns: dict[str, np.ndarray],
     jaxcam.viz.write_png(path, jaxcam.viz.grid(rows, ["image", *columns], labels, height=size))
 
 
-def _commit() -> str:
+def commit_id() -> str:
+    """The checkout's short commit, or \"unknown\"."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True, check=True).stdout.strip()
@@ -212,7 +213,7 @@ def run(quick: bool, images: int, out: Path, figures: Path, *, networks=NETWORKS
     command = "python -m benchmarks.groundtruth" + (" --quick" if quick else "")
     results = {"command": command, "machine": f"{platform.processor() or platform.machine()}"
                f" ({jax.devices()[0].device_kind}, {len(jax.devices())} device(s))",
-               "commit": _commit(), "jax": jax.__version__, "images": images,
+               "commit": commit_id(), "jax": jax.__version__, "images": images,
                "networks": {}, "methods": {}}
     trained = {name: models.train_shapes(name, quick=quick) for name in networks}
     results["trained_here"] = all(t.trained for t in trained.values())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,20 +24,13 @@ import jax
 import jaxcam
 from jaxcam import models
 
+from benchmarks.groundtruth import commit_id
 from benchmarks.study import derivatives, methods, report, sanity, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("derivatives", "groundtruth", "sanity")
 DEFAULT_IMAGES = {"derivatives": 128, "groundtruth": 32, "sanity": 8}
 QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "sanity": 2}
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_part(part: str, out: Path, *, quick: bool, images: int | None,
@@ -82,7 +74,7 @@ def write_report(out: Path, path: Path, command: str) -> str:
               f"- Command: `{command}` (each part: `--part NAME`).",
               f"- Machine: {platform.processor() or platform.machine()}, "
               f"{jax.devices()[0].device_kind}, Python {sys.version.split()[0]}, jax "
-              f"{jax.__version__}, jaxcam {jaxcam.__version__}, commit {_commit()}.",
+              f"{jax.__version__}, jaxcam {jaxcam.__version__}, commit {commit_id()}.",
               "- Seeds: the shapes networks' training seed 0, held-out images "
               f"{derivatives.HELD_OUT} onwards of the dataset's seed 0; Smooth Grad-CAM++'s "
               "noise keyed by each batch's first index.",
