@@ -18,19 +18,13 @@ import jaxcam
 from jaxcam import batch, models
 from jaxcam.datasets import shapes
 
+from benchmarks.groundtruth import method_specs
 from benchmarks.study import scoring
 
 NETWORKS = ("shapes-relu", "shapes-smooth")
-EXTRA = ("grad_cam_pp:exact", "smooth_grad_cam_pp:exact")
 PERTURBATION_IMAGES = 8
 HELD_OUT = 10**6
 BATCH = 16
-
-
-def method_specs(methods: str | None = None) -> tuple:
-    """``methods`` (``"grad_cam,grad_cam_pp:exact"``), by default every registered method
-    and the exact variants of :data:`EXTRA`."""
-    return batch.parse_methods(methods or ",".join((*jaxcam.available_methods(), *EXTRA)))
 
 
 def _maps(split, spec, x, labels) -> tuple[np.ndarray, float]:

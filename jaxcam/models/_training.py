@@ -145,7 +145,8 @@ class Trained:
     trained: bool
 
 
-def _data(config: TrainConfig, split: str, n: int, start: int, progress) -> np.ndarray:
+def _data(config: TrainConfig, split: str, n: int, start: int, progress) -> list:
+    """Images start .. start + n - 1 of ``split``, generated 500 at a time."""
     parts = []
     for first in range(0, n, 500):
         part = shapes_data.generate(min(500, n - first), split=split, size=config.size,
