@@ -7,6 +7,7 @@
   jaxcam convert MODEL CKPT -o OUT     a torchvision checkpoint to a .msgpack (no torch)
   jaxcam models | layers MODEL | methods
   jaxcam bench [--suite quick|full]    the benchmark suite
+  jaxcam study [--part P] [--quick]    the study (benchmarks/STUDY.md), from a clone
 
 Errors are one line on stderr with exit status 2 (--debug shows the traceback). Compiled
 programs are cached in the jaxcam cache folder ($JAXCAM_CACHE or ~/.cache/jaxcam), so a
@@ -529,6 +530,21 @@ def _bench(args) -> int:
     return bench([o for o in args.options if o != "--"])
 
 
+def _study(args) -> int:
+    """The study of :mod:`benchmarks.study`: it lives in the repository (its records,
+    report and figures are the clone's), so it runs from a clone's root."""
+    root = Path.cwd()
+    if (root / "benchmarks" / "study" / "__main__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))             # a console script does not see the cwd
+    try:
+        from benchmarks.study.__main__ import main as study
+    except ImportError as e:
+        raise ValueError("jaxcam study runs from a clone of the jaxcam repository (its "
+                         "benchmarks/ folder is not part of the wheel): cd into the clone "
+                         "and run `jaxcam study` or `python -m benchmarks.study` there") from e
+    return study([o for o in args.options if o != "--"])
+
+
 def _convert(args) -> int:
     from pretrained_ports.__main__ import main as convert
 
@@ -760,6 +776,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the suite's options (jaxcam bench --help)")
     bench.set_defaults(run=_bench)
+    study = sub_parser("study", "the study, exact versus closed-form higher-order terms and "
+                                "every method's faithfulness and localisation "
+                                "(benchmarks/STUDY.md; from a clone's root)",
+                       epilog="examples:\n  jaxcam study --part derivatives\n"
+                              "  jaxcam study --quick --out /tmp/study")
+    study.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the study's options (jaxcam study --help)")
+    study.set_defaults(run=_study)
     train = sub_parser("train-shapes", "train the shapes networks (shapes-relu, shapes-smooth) "
                                         "on jaxcam.datasets.shapes and cache their weights",
                        epilog="examples:\n  jaxcam train-shapes\n  jaxcam train-shapes "
@@ -785,11 +809,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        argv = ["bench", "--", *argv[1:]]          # every option, --help too, goes to the suite
+    if argv[:1] in (["bench"], ["study"]):
+        argv = [argv[0], "--", *argv[1:]]          # every option, --help too, goes on
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in ("models", "layers", "methods", "convert", "bench"):
+        if args.command not in ("models", "layers", "methods", "convert", "bench", "study"):
             _compile_cache(not args.no_compile_cache)
         return args.run(args)
     except KeyboardInterrupt:

@@ -78,12 +78,12 @@ def _records_tolerant(out):
 
 def test_records_agree_with_compare_derivatives(study, monkeypatch):
     """The records' Spearman and weight changes recomputed from jaxcam's public API."""
-    from benchmarks.study import stats
+    from benchmarks.study import derivatives, stats
 
     cache, out = study
     monkeypatch.setenv("JAXCAM_CACHE", str(cache))
     trained = models.train_shapes("shapes-smooth", quick=True)
-    split = models.load("shapes-smooth", layer="act4", weights=str(trained.path))
+    split = models.load("shapes-smooth", layer=derivatives.LAYER, weights=str(trained.path))
     data = shapes.generate(4, size=trained.config.size, seed=0, start=10**6)
     cmp = jaxcam.compare_derivatives(split, models.preprocess_batch(data.images),
                                      np.asarray(data.labels), link="softmax")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -25,21 +26,26 @@ import jaxcam
 from jaxcam import models
 
 from benchmarks.groundtruth import commit_id
-from benchmarks.study import derivatives, methods, report, sanity, scoring
+from benchmarks.study import derivatives, figures, lite0, methods, report, sanity, scoring
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("derivatives", "groundtruth", "sanity")
-DEFAULT_IMAGES = {"derivatives": 128, "groundtruth": 32, "sanity": 8}
-QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "sanity": 2}
+PARTS = ("groundtruth", "lite0", "derivatives", "sanity")
+DEFAULT_IMAGES = {"derivatives": 128, "groundtruth": 32, "lite0": 16, "sanity": 8}
+QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "lite0": 2, "sanity": 2}
 
 
 def run_part(part: str, out: Path, *, quick: bool, images: int | None,
              methods_text: str | None = None, progress=print) -> float:
-    """Runs one part (what its records lack); returns the seconds it took."""
-    start = time.perf_counter()
-    trained = {name: models.train_shapes(name, quick=quick) for name in derivatives.NETWORKS}
+    """Runs one part (what its records lack); returns the seconds it took (training the
+    shapes networks, when the cache lacks them, recorded apart)."""
     records = scoring.Records(out / f"{part}.jsonl")
     n = images or (QUICK_IMAGES if quick else DEFAULT_IMAGES)[part]
+    if part == "lite0":
+        start = time.perf_counter()
+        lite0.run(records, images=n, methods=methods_text, progress=progress)
+        return _timed(out, part, start, quick)
+    trained = _networks(out, quick)
+    start = time.perf_counter()
     if part == "derivatives":
         derivatives.run(records, images=n, trained=trained, progress=progress)
     elif part == "groundtruth":
@@ -48,39 +54,114 @@ def run_part(part: str, out: Path, *, quick: bool, images: int | None,
     else:
         sanity.run(records, images=n, trained=trained, methods=methods_text,
                    progress=progress)
+    return _timed(out, part, start, quick)
+
+
+def _networks(out: Path, quick: bool) -> dict:
+    """The shapes networks, trained first if the cache lacks them (that time recorded as
+    the part ``training``)."""
+    trained = {name: models.train_shapes(name, quick=quick) for name in derivatives.NETWORKS}
+    seconds = sum(t.seconds for t in trained.values() if t.trained)
+    if seconds:
+        with open(out / "timings.jsonl", "a") as f:
+            f.write(json.dumps({"part": "training", "seconds": seconds, "quick": quick}) + "\n")
+    return trained
+
+
+def _timed(out: Path, part: str, start: float, quick: bool) -> float:
+    """Appends the part's run time to ``out/timings.jsonl``; returns it."""
     seconds = time.perf_counter() - start
     with open(out / "timings.jsonl", "a") as f:
         f.write(json.dumps({"part": part, "seconds": seconds, "quick": quick}) + "\n")
     return seconds
 
 
-def write_report(out: Path, path: Path, command: str) -> str:
-    """STUDY.md from the records in ``out``."""
+def machine() -> str:
+    """The CPU's model name and core count, and JAX's device."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, JAX device {jax.devices()[0].device_kind}"
+
+
+def versions() -> str:
+    """The versions of Python and the packages the numbers depend on."""
+    import flax
+    import jaxlib
+    import numpy
+    import optax
+
+    return (f"Python {sys.version.split()[0]}, jax {jax.__version__}, jaxlib "
+            f"{jaxlib.__version__}, flax {flax.__version__}, optax {optax.__version__}, "
+            f"numpy {numpy.__version__}, jaxcam {jaxcam.__version__}")
+
+
+def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
+                 figures_dir: Path | None = None) -> str:
+    """STUDY.md (at ``path``) and its figures (in ``figures_dir``, default ``figures``
+    beside it) from the records in ``out``."""
+    figures_dir = figures_dir or path.parent / "figures"
+    link = lambda name: f"{os.path.relpath(figures_dir / name, path.parent)}"   # noqa: E731
     timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()
                ] if (out / "timings.jsonl").exists() else []
     lines = ["# The study: exact versus approximated higher-order terms", "",
              "Every number below comes from the per-image records of "
              f"`{command}`; nothing is typed in by hand.", ""]
-    scored = scoring.Records(out / "groundtruth.jsonl").read()
-    if scored:
-        lines += report.methods_section(scored)
     records = scoring.Records(out / "derivatives.jsonl").read()
     if records:
-        lines += report.derivatives_section(records) + report.probability_section(records)
+        lines += report.findings(records)
+    scored = scoring.Records(out / "groundtruth.jsonl").read()
+    photos = scoring.Records(out / "lite0.jsonl").read()
+    if records:
+        figures.maps_figure(figures_dir / "study_maps.png", records, quick=quick)
+        figures.differences_figure(figures_dir / "study_differences.png", records,
+                                   report.METRICS)
+        figures.probability_figure(figures_dir / "study_probability.png", records,
+                                   report.PROBABILITY_BINS)
+        lines += report.derivatives_section(records)
+        lines += [f"![exact and closed-form maps]({link('study_maps.png')})", "",
+                  "The held-out images whose exact and closed-form Grad-CAM++ maps (softmax "
+                  "link) agree least, per network; the difference is on the maps' scale.", "",
+                  f"![paired differences]({link('study_differences.png')})", ""]
+        lines += report.probability_section(records)
+        lines += [f"![sign changes by probability]({link('study_probability.png')})", ""]
+    if scored or photos:
+        figures.methods_figure(figures_dir / "study_methods.png",
+                               [r for r in scored + photos if r["split"] in
+                                ("single", "multi_class", "mosaics")],
+                               ("pointing_game", "energy_in_box", "deletion", "insertion"))
+    if scored:
+        lines += report.methods_section(scored, "Every method on the shapes networks",
+                                        report.SHAPES_INTRO)
+    if photos:
+        lines += report.methods_section(photos, "Every method on EfficientNet-Lite0 with "
+                                        "real photos", report.LITE0_INTRO)
+    if scored or photos:
+        lines += [f"![every method's scores]({link('study_methods.png')})", "",
+                  "Means with 95 % bootstrap intervals on the single-object and "
+                  "multi-class shapes images and the Lite0 mosaics.", ""]
     checks = scoring.Records(out / "sanity.jsonl").read()
     if checks:
         lines += report.sanity_section(checks)
+    last = {t["part"]: t for t in timings}
     lines += ["## Reproducibility", "",
-              f"- Command: `{command}` (each part: `--part NAME`).",
-              f"- Machine: {platform.processor() or platform.machine()}, "
-              f"{jax.devices()[0].device_kind}, Python {sys.version.split()[0]}, jax "
-              f"{jax.__version__}, jaxcam {jaxcam.__version__}, commit {commit_id()}.",
-              "- Seeds: the shapes networks' training seed 0, held-out images "
-              f"{derivatives.HELD_OUT} onwards of the dataset's seed 0; Smooth Grad-CAM++'s "
-              "noise keyed by each batch's first index.",
-              "- Run time per part (last run): " + ", ".join(
-                  f"{t['part']} {t['seconds']:.0f} s" for t in
-                  {t["part"]: t for t in timings}.values()) + ".", ""]
+              f"- Command: `{command}` (each part: `--part NAME`; a rerun continues from "
+              "the records in `benchmarks/study/results/`).",
+              f"- Machine: {machine()}.",
+              f"- Versions: {versions()}; commit {commit_id()}.",
+              "- Seeds: the shapes networks' training seed 0; held-out shapes images "
+              f"{derivatives.HELD_OUT} onwards of the dataset's seed 0; the noise of "
+              "Smooth Grad-CAM++ keyed by each batch's first index, of the other methods "
+              "and of ROAD by key 0; bootstrap intervals with 2,000 resamples of seed 0.",
+              "- Run time per part (last run): " + (", ".join(
+                  f"{part} {t['seconds']:.0f} s" for part, t in last.items())
+                  + f"; {sum(t['seconds'] for t in last.values()) / 60:.1f} min in all."
+                  if last else "none recorded."), ""]
     text = "\n".join(lines)
     path.write_text(text)
     return text
@@ -111,7 +192,8 @@ def main(argv=None) -> int:
     for part in PARTS if args.part == "all" else (args.part,):
         run_part(part, out, quick=args.quick, images=args.images, methods_text=args.methods)
     command = "python -m benchmarks.study" + (" --quick" if args.quick else "")
-    write_report(out, (out / "STUDY.md") if args.quick else ROOT / "STUDY.md", command)
+    write_report(out, (out / "STUDY.md") if args.quick else ROOT / "STUDY.md", command,
+                 quick=args.quick)
     return 0
 
 

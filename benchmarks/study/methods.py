@@ -27,7 +27,7 @@ HELD_OUT = 10**6
 BATCH = 16
 
 
-def _maps(split, spec, x, labels) -> tuple[np.ndarray, float]:
+def method_maps(split, spec, x, labels) -> tuple[np.ndarray, float]:
     """The maps (N, H, W) and the steady-state seconds per image (the first batch, which
     compiles, is left out when there are several)."""
     key = jax.random.key(0)
@@ -61,7 +61,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
                 n = (min(images, PERTURBATION_IMAGES)
                      if jaxcam.method_info(spec.name).kind == "perturbation" else images)
                 x, labels = x_all[:n], labels_all[:n]
-                maps, seconds = _maps(split, spec, x, labels)
+                maps, seconds = method_maps(split, spec, x, labels)
                 scores = []
                 for start in range(0, n, 32):
                     sl = slice(start, start + 32)

@@ -22,11 +22,13 @@ STEPS = 20
 TOLERANCE_SHARE = 15 / 224        # Zhang et al.'s 15 px at 224 px, as a share of the side
 
 
-@functools.partial(jax.jit, static_argnames=("localise",))
-def faithfulness(split, x, maps, classes, *, localise: bool = False, masks=None, boxes=None):
+@functools.partial(jax.jit, static_argnames=("localise", "road_percentiles", "road_tol"))
+def faithfulness(split, x, maps, classes, *, localise: bool = False, masks=None, boxes=None,
+                 road_percentiles: tuple = metrics.ROAD_PERCENTILES, road_tol: float = 1e-6):
     """``{metric: (B,)}`` of maps (B, H, W) in [0, 1] for ``classes`` (B,); with
     ``localise``, the pointing game (tolerant, on ``masks``) and the energy inside
-    ``boxes`` (B, H, W) too."""
+    ``boxes`` (B, H, W) too. ROAD at ``road_percentiles``, its imputation solved to the
+    relative residual ``road_tol``."""
     predict = metrics.predictor(split)
     maps = jnp.clip(maps.astype(jnp.float32), 0.0, 1.0)
     out = {
@@ -34,7 +36,8 @@ def faithfulness(split, x, maps, classes, *, localise: bool = False, masks=None,
         "insertion": metrics.insertion(predict, x, maps, classes, steps=STEPS),
         "average_drop": metrics.average_drop(predict, x, maps, classes),
         "increase_in_confidence": metrics.increase_in_confidence(predict, x, maps, classes),
-        "road_combined": metrics.road_combined(predict, x, maps, classes),
+        "road_combined": metrics.road_combined(predict, x, maps, classes,
+                                               percentiles=road_percentiles, tol=road_tol),
     }
     if localise:
         out["pointing_game"] = metrics.pointing_game(

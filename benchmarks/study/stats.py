@@ -120,3 +120,8 @@ def weight_changes(exact: np.ndarray, approx: np.ndarray) -> dict:
     relative = np.where(norm > 0, np.linalg.norm(exact - approx, axis=1) / np.where(
         norm > 0, norm, 1), 0.0)
     return {"sign_changes": sign, "order_flips": order, "relative_l2": relative}
+
+
+def in_bin(p: float, low: float, high: float) -> bool:
+    """Whether ``p`` lies in [low, high), the last bin (high 1) closed."""
+    return low <= p < high or (high == 1.0 and p == 1.0)
