@@ -45,9 +45,11 @@ def test_quick_study_writes_every_unit_and_a_report(study):
                                                        "pointing_game", "road_combined"}
         assert -1 <= r["spearman"] <= 1 and 0 <= r["probability"] <= 1
     text = (out / "STUDY.md").read_text()
-    for heading in ("## Exact versus closed-form", "### Where the difference comes from",
-                    "## Reproducibility"):
+    for heading in ("## Findings", "## Exact versus closed-form",
+                    "### Where the difference comes from", "## Reproducibility"):
         assert heading in text
+    assert "Run time of the records" in text and "derivatives " in text
+    assert all(r["unit_seconds"] > 0 for r in records)
 
 
 def test_a_rerun_continues_and_redoes_a_cut_unit(study, monkeypatch):
@@ -121,3 +123,39 @@ def test_quick_groundtruth_and_sanity_parts(study, monkeypatch):
     assert {r["layer"] for r in checks} >= {"fc", "conv5", "conv1"}
     text = (out / "STUDY.md").read_text()
     assert "## Every method on the shapes networks" in text and "## Sanity check" in text
+
+
+def test_jaxcam_study_runs_from_a_clone_and_says_so_elsewhere(tmp_path):
+    """`jaxcam study` forwards to benchmarks.study from a clone's root; away from a clone
+    it fails with one line that says where to run it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from jaxcam.cli import main; raise SystemExit(main(['study', '--help']))"
+    root = Path(__file__).resolve().parents[1]
+    here = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert here.returncode == 0 and "--part" in here.stdout
+    away = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert away.returncode == 2
+    assert "runs from a clone of the jaxcam repository" in away.stderr
+    assert "Traceback" not in away.stderr
+
+
+def test_records_time_each_units_latest_run(tmp_path):
+    """A unit's run time is kept with its records; a unit run again counts once, with
+    its latest time, and a cut run counts nothing."""
+    from benchmarks.study import scoring
+
+    records = scoring.Records(tmp_path / "part.jsonl")
+    records.write("a", [{"v": 1}, {"v": 2}], seconds=3.0)
+    records.write("b", [{"v": 1}], seconds=5.0)
+    records.write("a", [{"v": 1}, {"v": 2}], seconds=4.0)
+    with open(tmp_path / "part.jsonl", "a") as f:
+        f.write('{"unit": "c", "unit_seconds": 100.0, "first": true, "last": false}\n')
+    again = scoring.Records(tmp_path / "part.jsonl")
+    assert again.done == {"a", "b"}
+    assert again.seconds() == pytest.approx(9.0)
+    assert len(again.read()) == 3

@@ -30,7 +30,7 @@ from benchmarks.study import derivatives, figures, lite0, methods, report, sanit
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("groundtruth", "lite0", "derivatives", "sanity")
-DEFAULT_IMAGES = {"derivatives": 128, "groundtruth": 32, "lite0": 16, "sanity": 8}
+DEFAULT_IMAGES = {"derivatives": 96, "groundtruth": 32, "lite0": 4, "sanity": 8}
 QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "lite0": 2, "sanity": 2}
 
 
@@ -140,7 +140,7 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
                                         report.SHAPES_INTRO)
     if photos:
         lines += report.methods_section(photos, "Every method on EfficientNet-Lite0 with "
-                                        "real photos", report.LITE0_INTRO)
+                                        "real photos", report.lite0_intro())
     if scored or photos:
         lines += [f"![every method's scores]({link('study_methods.png')})", "",
                   "Means with 95 % bootstrap intervals on the single-object and "
@@ -148,7 +148,9 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
     checks = scoring.Records(out / "sanity.jsonl").read()
     if checks:
         lines += report.sanity_section(checks)
-    last = {t["part"]: t for t in timings}
+    spent = {part: scoring.Records(out / f"{part}.jsonl").seconds() for part in PARTS}
+    spent = {part: seconds for part, seconds in spent.items() if seconds > 0}
+    training = [t for t in timings if t["part"] == "training"]
     lines += ["## Reproducibility", "",
               f"- Command: `{command}` (each part: `--part NAME`; a rerun continues from "
               "the records in `benchmarks/study/results/`).",
@@ -158,10 +160,18 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
               f"{derivatives.HELD_OUT} onwards of the dataset's seed 0; the noise of "
               "Smooth Grad-CAM++ keyed by each batch's first index, of the other methods "
               "and of ROAD by key 0; bootstrap intervals with 2,000 resamples of seed 0.",
-              "- Run time per part (last run): " + (", ".join(
-                  f"{part} {t['seconds']:.0f} s" for part, t in last.items())
-                  + f"; {sum(t['seconds'] for t in last.values()) / 60:.1f} min in all."
-                  if last else "none recorded."), ""]
+              "- Run time of the records (each unit timed from its first map to its last "
+              "score, compilation included): " + (", ".join(
+                  f"{part} {seconds:.0f} s" for part, seconds in spent.items())
+                  + f"; {sum(spent.values()) / 60:.1f} min in all" if spent else "none")
+              + ("; training the shapes networks, when the cache lacked them, "
+                 f"{training[-1]['seconds']:.0f} s more" if training else "") + "."]
+    whole = [t for t in timings if t["part"] == "all"]
+    if whole:
+        lines.append(f"- The last run of every part (`{command}`) took "
+                     f"{whole[-1]['seconds'] / 60:.1f} min wall-clock, the report and "
+                     "figures apart.")
+    lines.append("")
     text = "\n".join(lines)
     path.write_text(text)
     return text
@@ -176,10 +186,11 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=None,
                         help="held-out images per part (default: derivatives "
                              f"{DEFAULT_IMAGES['derivatives']}, groundtruth "
-                             f"{DEFAULT_IMAGES['groundtruth']} per split, sanity "
+                             f"{DEFAULT_IMAGES['groundtruth']} per split, lite0 "
+                             f"{DEFAULT_IMAGES['lite0']} per group, sanity "
                              f"{DEFAULT_IMAGES['sanity']})")
     parser.add_argument("--methods", default=None,
-                        help="the groundtruth and sanity parts' methods (default every "
+                        help="the groundtruth, lite0 and sanity parts' methods (default every "
                              "registered one, and the exact Grad-CAM++ variants)")
     parser.add_argument("--out", type=Path, default=None,
                         help="records folder (default benchmarks/study/results; --quick: "
@@ -189,8 +200,11 @@ def main(argv=None) -> int:
         parser.error("--quick needs --out (its records must not mix with the study's)")
     out = args.out or ROOT / "study" / "results"
     out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     for part in PARTS if args.part == "all" else (args.part,):
         run_part(part, out, quick=args.quick, images=args.images, methods_text=args.methods)
+    if args.part == "all":
+        _timed(out, "all", start, args.quick)
     command = "python -m benchmarks.study" + (" --quick" if args.quick else "")
     write_report(out, (out / "STUDY.md") if args.quick else ROOT / "STUDY.md", command,
                  quick=args.quick)

@@ -35,7 +35,7 @@ LAYER = "conv5"
 NETWORKS = ("shapes-relu", "shapes-smooth")
 HELD_OUT = 10**6
 BATCH = 32
-SMOOTH_IMAGES = 32
+SMOOTH_IMAGES = 24
 N_SAMPLES = 10
 
 
@@ -104,7 +104,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, progress=print)
                     for i in range(len(exact)):
                         j = start + i
                         record = {"network": name, "method": method, "link": link,
-                                  "layer": LAYER,
+                                  "layer": LAYER, "n_samples": N_SAMPLES,
                                   "index": j, "probability": float(p_true[j]),
                                   "predicted": int(probs[j].argmax()) == int(data.labels[j]),
                                   "spearman": float(rho[i]), "exact": exact[i],
@@ -113,7 +113,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, progress=print)
                         if changes is not None:
                             record.update({k: float(v[i]) for k, v in changes.items()})
                         out.append(record)
-                records.write(unit, out)
+                records.write(unit, out, seconds=time.perf_counter() - t0)
                 if progress:
                     progress(f"derivatives {unit}: {len(out)} images, "
                              f"{time.perf_counter() - t0:.0f} s")

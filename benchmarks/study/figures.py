@@ -37,7 +37,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def maps_figure(path: Path, records: list[dict], *, quick: bool, link: str = "softmax",
-                per_network: int = 2, scale: int = 3) -> Path:
+                per_network: int = 2, scale: int = 2) -> Path:
     """For each shapes network, the ``per_network`` held-out images whose exact and
     closed-form Grad-CAM++ maps (``link``) agree least: the image, both maps, and their
     absolute difference on the maps' own scale (not renormalised)."""
@@ -75,8 +75,11 @@ def maps_figure(path: Path, records: list[dict], *, quick: bool, link: str = "so
 
 
 def differences_figure(path: Path, records: list[dict], metrics: dict) -> Path:
-    """Paired differences (exact minus closed form) of every metric with 95 % bootstrap
-    intervals: a panel per network and method, a bar per link."""
+    """Exact's advantage over the closed form by every metric (the paired difference,
+    negated where lower is better, so that above 0 is always "exact better") with 95 %
+    bootstrap intervals: a panel per network and method, a bar per link.
+
+    ``metrics``: name -> higher is better."""
     plt = _pyplot()
     groups: dict[tuple, dict] = {}
     for r in records:
@@ -91,7 +94,8 @@ def differences_figure(path: Path, records: list[dict], metrics: dict) -> Path:
             rs = groups[key][link]
             means, lows, highs = [], [], []
             for metric in names:
-                d = stats.bootstrap_mean([r["exact"][metric] - r["approx"][metric]
+                sign = 1.0 if metrics[metric] else -1.0
+                d = stats.bootstrap_mean([sign * (r["exact"][metric] - r["approx"][metric])
                                           for r in rs])
                 means.append(d["mean"])
                 lows.append(d["mean"] - d["low"])
@@ -101,36 +105,47 @@ def differences_figure(path: Path, records: list[dict], metrics: dict) -> Path:
                    color=LINK_COLOURS.get(link, "grey"))
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(np.arange(len(names)), names, fontsize=8)
-        ax.set_title(f"{key[0]}, {key[1]}: exact minus closed form", fontsize=9)
+        ax.set_title(f"{key[0]}, {key[1]}: exact's advantage (above 0: exact more "
+                     "faithful or better localised)", fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
-    axes[0, 0].legend(fontsize=7, ncol=len(LINK_COLOURS), loc="upper right")
+    axes[0, 0].legend(fontsize=7, ncol=len(LINK_COLOURS), loc="lower left",
+                      bbox_to_anchor=(0.0, 1.12))
     fig.tight_layout()
     return _save(fig, path)
 
 
 def probability_figure(path: Path, records: list[dict], bins) -> Path:
-    """The share of channels whose Grad-CAM++ weight changes sign, exact against closed
-    form, by the probability of the true class: a line per link, a panel per network."""
+    """The share of channels whose Grad-CAM++ weight changes sign, and of channel pairs
+    whose order flips, exact against closed form, by the probability of the true class:
+    a line per link, a column per network."""
     plt = _pyplot()
     networks = sorted({r["network"] for r in records})
-    fig, axes = plt.subplots(1, len(networks), figsize=(4.5 * len(networks), 3),
-                             squeeze=False, sharey=True)
+    rows = (("sign_changes", "channels changing sign"), ("order_flips", "pairs changing order"))
+    fig, axes = plt.subplots(len(rows), len(networks), figsize=(4.5 * len(networks), 5.2),
+                             squeeze=False, sharey="row", sharex=True)
     centres = np.arange(len(bins) - 1)
-    for ax, net in zip(axes[0], networks):
-        for link in dict.fromkeys(r["link"] for r in records):
-            rs = [r for r in records if r["network"] == net and r["link"] == link
-                  and r["method"] == "grad_cam_pp"]
-            ys = []
-            for lo, hi in zip(bins[:-1], bins[1:]):
-                b = [r["sign_changes"] for r in rs if stats.in_bin(r["probability"], lo, hi)]
-                ys.append(np.mean(b) if b else np.nan)
-            ax.plot(centres, ys, marker="o", label=link, color=LINK_COLOURS.get(link, "grey"))
-        ax.set_xticks(centres, [f"[{lo}, {hi})" for lo, hi in zip(bins[:-1], bins[1:])],
-                      fontsize=7, rotation=20)
-        ax.set_title(net, fontsize=9)
-        ax.set_xlabel("probability of the true class", fontsize=8)
-    axes[0, 0].set_ylabel("channels whose weight changes sign", fontsize=8)
-    axes[0, 0].legend(fontsize=7)
+    for column, net in enumerate(networks):
+        for row, (key, label) in enumerate(rows):
+            ax = axes[row, column]
+            for link in dict.fromkeys(r["link"] for r in records):
+                rs = [r for r in records if r["network"] == net and r["link"] == link
+                      and r["method"] == "grad_cam_pp"]
+                ys = []
+                for lo, hi in zip(bins[:-1], bins[1:]):
+                    b = [r[key] for r in rs if stats.in_bin(r["probability"], lo, hi)]
+                    ys.append(np.mean(b) if b else np.nan)
+                ax.plot(centres, ys, marker="o", label=link,
+                        color=LINK_COLOURS.get(link, "grey"))
+            if row == 0:
+                ax.set_title(net, fontsize=9)
+            if column == 0:
+                ax.set_ylabel(label, fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+        axes[-1, column].set_xticks(centres, [f"[{lo}, {hi})" for lo, hi in
+                                              zip(bins[:-1], bins[1:])], fontsize=7,
+                                    rotation=20)
+        axes[-1, column].set_xlabel("probability of the true class", fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="center right")
     fig.tight_layout()
     return _save(fig, path)
 

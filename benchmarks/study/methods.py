@@ -61,6 +61,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
                 n = (min(images, PERTURBATION_IMAGES)
                      if jaxcam.method_info(spec.name).kind == "perturbation" else images)
                 x, labels = x_all[:n], labels_all[:n]
+                t0 = time.perf_counter()
                 maps, seconds = method_maps(split, spec, x, labels)
                 scores = []
                 for start in range(0, n, 32):
@@ -71,6 +72,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
                 records.write(unit, ({"network": name, "split": split_name,
                                       "method": spec.label, "index": i,
                                       "seconds_per_image": seconds, **s}
-                                     for i, s in enumerate(scores)))
+                                     for i, s in enumerate(scores)),
+                              seconds=time.perf_counter() - t0)
                 if progress:
                     progress(f"methods {unit}: {n} images, {1000 * seconds:.2f} ms/image")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.study import scoring, stats
+from benchmarks.study import derivatives, scoring, stats
 
 METRICS = {**scoring.LOCALISATION, **scoring.FAITHFULNESS}     # name -> higher is better
 PROBABILITY_BINS = (0.0, 0.5, 0.9, 0.99, 0.999, 1.0)
@@ -23,10 +23,13 @@ def _p(p: float) -> str:
 def derivatives_section(records: list[dict]) -> list[str]:
     """Exact versus closed form, per network, method and link: the maps' agreement, the
     weights' changes, and the paired difference of every metric."""
+    layer = records[0].get("layer", "act4")
     lines = ["## Exact versus closed-form higher-order terms", "",
-             "Each held-out single-object image's map for its true class at `act4` (the head "
-             "holds `conv5` and its activation), exact D2, D3 against the closed form g^2, "
-             "g^3. Paired differences are exact minus closed form, means with 95 % "
+             f"Each held-out single-object image's map for its true class at `{layer}` (the "
+             "head: the network's activation after it, global average pooling, the linear "
+             "classifier), exact D2, D3 against the closed form g^2, g^3; Smooth "
+             f"Grad-CAM++ with {records[0].get('n_samples', derivatives.N_SAMPLES)} noisy copies (noise 0.15 of "
+             "each image's range). Paired differences are exact minus closed form, means with 95 % "
              "bootstrap intervals, and Wilcoxon's signed-rank p-value; the verdict says "
              "which is more faithful by the metric (its direction taken into account), or "
              "that the difference is not measurable (the interval holds 0 or p >= 0.05).", ""]
@@ -155,16 +158,26 @@ SHAPES_INTRO = (
     "tolerance on the labelled objects' masks; energy inside their boxes. Lower is better "
     "for deletion and average drop, higher for the rest. Time: steady-state milliseconds "
     "per image on this machine (the first batch, which compiles, left out).")
-LITE0_INTRO = (
-    "EfficientNet-Lite0 with its bundled ImageNet weights, each method's map at `_swish` "
-    "(7 x 7, upsampled to 224 x 224) for the explained class. *photos*: eight views "
-    "(whole, shifted, zoomed, mirrored) of each of `chelsea.png` (tiger cat) and "
-    "`coffee.png` (espresso); *mosaics*: 2 x 2 grids of the two photos in eight "
-    "arrangements, each class present explained in turn (the grid pointing game: pointing "
-    "at the other photo's tiles misses). The ground truth is the hand-drawn box of "
-    "`benchmarks/study/photos.json`; the cat fills its photo, so the *photos* localisation "
-    "is informative for the espresso only. Means with 95 % bootstrap intervals; "
-    "perturbation methods (a forward per each of 1,280 channels, or more) on fewer images.")
+def lite0_intro() -> str:
+    """How the Lite0 part's images and scores are made (from its constants)."""
+    from benchmarks.study import lite0
+
+    return (
+        "EfficientNet-Lite0 with its bundled ImageNet weights, each method's map at "
+        "`_swish` (7 x 7, upsampled to 224 x 224) for the explained class. *photos*: square "
+        "views (whole, shifted, zoomed, mirrored) of `chelsea.png` (tiger cat) and "
+        "`coffee.png` (espresso), alternating; *mosaics*: 2 x 2 grids of the two photos, "
+        "each class present explained in turn (the grid pointing game: pointing at the "
+        "other photo's tiles misses). The ground truth is the hand-drawn box of "
+        "`benchmarks/study/photos.json`; the cat fills its photo, so the *photos* "
+        "localisation is informative for the espresso only. The Score-CAM family runs as "
+        f"Faster Score-CAM on the {lite0.TOP_N} channels of largest variance (of 1,280), "
+        "on the first "
+        f"{lite0.PERTURBATION_IMAGES} image(s) of each group; ROAD at the percentiles "
+        f"{', '.join(map(str, lite0.ROAD_PERCENTILES))} with its imputation solved to "
+        f"{lite0.ROAD_TOL:g}. Means with 95 % bootstrap intervals, from few images: this "
+        "part shows the methods on a real network and real photos; the statistics are the "
+        "shapes networks'.")
 
 
 def sanity_section(records: list[dict]) -> list[str]:

@@ -5,6 +5,8 @@ parameter groups are re-initialised from the output down (:func:`jaxcam.metrics.
 
 from __future__ import annotations
 
+import time
+
 import jax
 import jax.numpy as jnp
 
@@ -49,11 +51,12 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
             continue
         n = (min(images, PERTURBATION_IMAGES)
              if jaxcam.method_info(spec.name).kind == "perturbation" else images)
+        t0 = time.perf_counter()
         check = metrics.sanity_check(method_function(spec), split, x_all[:n], labels_all[:n],
                                      order="cascading")
         records.write(unit, ({"network": NETWORK, "method": spec.label, "layer": row["layer"],
                               "spearman": row["spearman"], "per_image": row["per_image"]}
-                             for row in check.rows()))
+                             for row in check.rows()), seconds=time.perf_counter() - t0)
         if progress:
             progress(f"sanity {unit}: {n} images, " + ", ".join(
                 f"{r['layer']} {r['spearman']:.2f}" for r in check.rows()))

@@ -81,10 +81,13 @@ class Records:
                 if record.get("last"):
                     self.done.add(record["unit"])
 
-    def write(self, unit: str, records: Iterable[dict]) -> None:
-        """Appends a unit's records at once; the last one marks the unit done."""
+    def write(self, unit: str, records: Iterable[dict], *, seconds: float | None = None
+              ) -> None:
+        """Appends a unit's records at once; the last one marks the unit done. ``seconds``,
+        the unit's run time, is kept in each record as ``unit_seconds``."""
         records = list(records)
-        lines = [json.dumps({"unit": unit, **r, "first": i == 0,
+        extra = {} if seconds is None else {"unit_seconds": float(seconds)}
+        lines = [json.dumps({"unit": unit, **r, **extra, "first": i == 0,
                              "last": i == len(records) - 1}) for i, r in enumerate(records)]
         cut = self.path.exists() and self.path.stat().st_size > 0 and not _ends_in_newline(
             self.path)
@@ -92,6 +95,11 @@ class Records:
             f.write(("\n" if cut else "") + "\n".join(lines) + "\n")   # never onto a cut line
             f.flush()
         self.done.add(unit)
+
+    def seconds(self) -> float:
+        """The run time of the completed units (each unit's latest run), summed."""
+        units = {r["unit"]: r.get("unit_seconds", 0.0) for r in self.read()}
+        return float(sum(units.values()))
 
     def read(self) -> list[dict]:
         """Every record of the units that were completed (each unit's latest run)."""
