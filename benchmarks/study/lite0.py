@@ -34,7 +34,7 @@ import jaxcam
 from jaxcam import batch, models
 
 from benchmarks.study import scoring
-from benchmarks.study.methods import method_maps, method_specs
+from benchmarks.study.methods import method_specs, score_method
 
 NETWORK = "efficientnet_lite0"
 GROUPS = ("photos", "mosaics")
@@ -42,7 +42,7 @@ SIZE = 224
 PERTURBATION_IMAGES = 1
 # Faster Score-CAM: the Score-CAM family scores the TOP_N channels of largest spatial
 # variance (of 1,280; SS-CAM's 35 noisy copies of each would take 13 minutes per image).
-TOP_N = 64
+TOP_N = 32
 # ROAD at 224 x 224 is the costliest metric (a conjugate-gradient solve per percentile
 # and order): three percentiles, solved to a relative residual of 1e-3.
 ROAD_PERCENTILES = (20, 50, 80)
@@ -170,15 +170,10 @@ def run(records: scoring.Records, *, images: int, methods: str | None = None,
                  if jaxcam.method_info(spec.name).kind == "perturbation" else n_all)
             x, labels = x_all[:n], labels_all[:n]
             t0 = time.perf_counter()
-            maps, seconds = method_maps(split, spec, x, labels)
-            boxes = data.boxes[:n]
-            scores = []
-            for start in range(0, n, BATCH):
-                sl = slice(start, start + BATCH)
-                scores += scoring.as_floats(scoring.faithfulness(
-                    split, x[sl], jnp.asarray(maps[sl]), labels[sl], localise=True,
-                    masks=boxes[sl], boxes=boxes[sl], road_percentiles=ROAD_PERCENTILES,
-                    road_tol=ROAD_TOL))
+            scores, seconds = score_method(split, spec, x, labels, data.boxes[:n],
+                                           data.boxes[:n], batch=BATCH,
+                                           road_percentiles=ROAD_PERCENTILES,
+                                           road_tol=ROAD_TOL)
             records.write(unit, ({"network": NETWORK, "split": name, "method": spec.label,
                                   "index": i, "probability": float(p_true[i]),
                                   "seconds_per_image": seconds, **s}

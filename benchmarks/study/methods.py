@@ -42,6 +42,21 @@ def method_maps(split, spec, x, labels) -> tuple[np.ndarray, float]:
     return np.concatenate(maps), float(np.median(seconds[1:] or seconds))
 
 
+def score_method(split, spec, x, labels, masks, boxes, *, batch: int = 32,
+                 **options) -> tuple[list[dict], float]:
+    """One method's maps of ``x`` for ``labels``, scored by every metric (``options`` go
+    to :func:`scoring.faithfulness`) ``batch`` images at a time: ``(per-image scores,
+    steady-state seconds per image of the maps)``."""
+    maps, seconds = method_maps(split, spec, x, labels)
+    scores = []
+    for start in range(0, len(x), batch):
+        sl = slice(start, start + batch)
+        scores += scoring.as_floats(scoring.faithfulness(
+            split, x[sl], jnp.asarray(maps[sl]), labels[sl], localise=True, masks=masks[sl],
+            boxes=boxes[sl], **options))
+    return scores, seconds
+
+
 def run(records: scoring.Records, *, images: int, trained: dict, methods: str | None = None,
         progress=print) -> None:
     """Scores every (network, split, method) unit the records lack."""
@@ -62,13 +77,8 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
                      if jaxcam.method_info(spec.name).kind == "perturbation" else images)
                 x, labels = x_all[:n], labels_all[:n]
                 t0 = time.perf_counter()
-                maps, seconds = method_maps(split, spec, x, labels)
-                scores = []
-                for start in range(0, n, 32):
-                    sl = slice(start, start + 32)
-                    scores += scoring.as_floats(scoring.faithfulness(
-                        split, x[sl], jnp.asarray(maps[sl]), labels[sl], localise=True,
-                        masks=data.target_masks[:n][sl], boxes=boxes_all[:n][sl]))
+                scores, seconds = score_method(split, spec, x, labels, data.target_masks[:n],
+                                               boxes_all[:n])
                 records.write(unit, ({"network": name, "split": split_name,
                                       "method": spec.label, "index": i,
                                       "seconds_per_image": seconds, **s}

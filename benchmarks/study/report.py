@@ -37,6 +37,11 @@ def derivatives_section(records: list[dict]) -> list[str]:
     for r in records:
         groups.setdefault((r["network"], r["method"], r["link"]), []).append(r)
     lines += ["### The maps and the weights", "",
+              "The channel weights w_k = sum_ij alpha_kij ReLU(g_kij) of Grad-CAM++ as "
+              "`jaxcam.compare_derivatives` returns them (Smooth Grad-CAM++ is compared by "
+              "its maps: its public function returns no weights). Relative L2 is "
+              "|w_exact - w_closed| / |w_closed|; a pair of channels changes order when the "
+              "two weightings rank it oppositely.", "",
               "| network | method | link | images | maps' Spearman (median, min) | weights' "
               "relative L2 (median) | channels changing sign | channel pairs changing order "
               "| zero maps, exact / closed form |",
