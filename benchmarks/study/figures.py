@@ -152,8 +152,10 @@ def probability_figure(path: Path, records: list[dict], bins) -> Path:
 
 def methods_figure(path: Path, records: list[dict], metrics: tuple[str, ...]) -> Path:
     """Every method's mean score with its 95 % bootstrap interval: a panel per metric, a
-    bar per (network, images) group."""
+    bar per (network, images) group (Faster Score-CAM's ``-topN`` on the row of its
+    method)."""
     plt = _pyplot()
+    records = [{**r, "method": r["method"].split("-top")[0]} for r in records]
     groups = list(dict.fromkeys((r["network"], r["split"]) for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics),
