@@ -531,18 +531,19 @@ def _bench(args) -> int:
 
 
 def _study(args) -> int:
-    """The study of :mod:`benchmarks.study`: it lives in the repository (its records,
-    report and figures are the clone's), so it runs from a clone's root."""
+    """The study, ``python -m benchmarks.study``: it lives in the repository (its records,
+    report and figures are the clone's), so it runs from a clone's root, as a process of
+    its own (the installed package never imports the clone)."""
+    import subprocess
+
     root = Path.cwd()
-    if (root / "benchmarks" / "study" / "__main__.py").is_file() and str(root) not in sys.path:
-        sys.path.insert(0, str(root))             # a console script does not see the cwd
-    try:
-        from benchmarks.study.__main__ import main as study
-    except ImportError as e:
+    if not (root / "benchmarks" / "study" / "__main__.py").is_file():
         raise ValueError("jaxcam study runs from a clone of the jaxcam repository (its "
                          "benchmarks/ folder is not part of the wheel): cd into the clone "
-                         "and run `jaxcam study` or `python -m benchmarks.study` there") from e
-    return study([o for o in args.options if o != "--"])
+                         "and run `jaxcam study` or `python -m benchmarks.study` there")
+    options = [o for o in args.options if o != "--"]
+    return subprocess.run([sys.executable, "-m", "benchmarks.study", *options],
+                          cwd=root).returncode
 
 
 def _convert(args) -> int:

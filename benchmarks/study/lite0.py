@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import time
 from pathlib import Path
 
 import cv2
@@ -34,7 +33,7 @@ import jaxcam
 from jaxcam import batch, models
 
 from benchmarks.study import scoring
-from benchmarks.study.methods import method_specs, score_method
+from benchmarks.study.methods import method_specs, score_unit
 
 NETWORK = "efficientnet_lite0"
 GROUPS = ("photos", "mosaics")
@@ -163,21 +162,10 @@ def run(records: scoring.Records, *, images: int, methods: str | None = None,
         probs = np.asarray(jax.nn.softmax(split.logits(x_all), axis=-1))
         p_true = probs[np.arange(n_all), data.labels[:n_all]]
         for spec in lite0_specs(methods):
-            unit = f"{NETWORK}/{name}/{spec.label}"
-            if unit in records.done:
-                continue
-            n = (min(n_all, PERTURBATION_IMAGES)
-                 if jaxcam.method_info(spec.name).kind == "perturbation" else n_all)
-            x, labels = x_all[:n], labels_all[:n]
-            t0 = time.perf_counter()
-            scores, seconds = score_method(split, spec, x, labels, data.boxes[:n],
-                                           data.boxes[:n], batch=BATCH,
-                                           road_percentiles=ROAD_PERCENTILES,
-                                           road_tol=ROAD_TOL)
-            records.write(unit, ({"network": NETWORK, "split": name, "method": spec.label,
-                                  "index": i, "probability": float(p_true[i]),
-                                  "seconds_per_image": seconds, **s}
-                                 for i, s in enumerate(scores)),
-                          seconds=time.perf_counter() - t0)
-            if progress:
-                progress(f"lite0 {unit}: {n} images, {1000 * seconds:.2f} ms/image")
+            score_unit(records, f"{NETWORK}/{name}/{spec.label}", split, spec, x_all,
+                       labels_all, data.boxes, data.boxes,
+                       perturbation_images=PERTURBATION_IMAGES,
+                       fields={"network": NETWORK, "split": name},
+                       per_image=lambda i: {"probability": float(p_true[i])}, tag="lite0",
+                       progress=progress, batch=BATCH, road_percentiles=ROAD_PERCENTILES,
+                       road_tol=ROAD_TOL)

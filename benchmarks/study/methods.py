@@ -57,6 +57,27 @@ def score_method(split, spec, x, labels, masks, boxes, *, batch: int = 32,
     return scores, seconds
 
 
+def score_unit(records: scoring.Records, unit: str, split, spec, x, labels, masks, boxes, *,
+               perturbation_images: int, fields: dict, per_image=None, tag: str = "methods",
+               progress=print, **options) -> None:
+    """Scores one unit (a method on a group of images) unless the records have it, and
+    appends its per-image records: ``fields``, ``per_image(i)``, the scores and the
+    seconds per image. Perturbation methods run on the first ``perturbation_images``."""
+    if unit in records.done:
+        return
+    n = (min(len(x), perturbation_images)
+         if jaxcam.method_info(spec.name).kind == "perturbation" else len(x))
+    t0 = time.perf_counter()
+    scores, seconds = score_method(split, spec, x[:n], labels[:n], masks[:n], boxes[:n],
+                                   **options)
+    records.write(unit, ({**fields, "method": spec.label, "index": i,
+                          **(per_image(i) if per_image else {}),
+                          "seconds_per_image": seconds, **s} for i, s in enumerate(scores)),
+                  seconds=time.perf_counter() - t0)
+    if progress:
+        progress(f"{tag} {unit}: {n} images, {1000 * seconds:.2f} ms/image")
+
+
 def run(records: scoring.Records, *, images: int, trained: dict, methods: str | None = None,
         progress=print) -> None:
     """Scores every (network, split, method) unit the records lack."""
@@ -70,19 +91,7 @@ def run(records: scoring.Records, *, images: int, trained: dict, methods: str | 
             labels_all = jnp.asarray(data.labels)
             boxes_all = scoring.target_boxes(data)
             for spec in specs:
-                unit = f"{name}/{split_name}/{spec.label}"
-                if unit in records.done:
-                    continue
-                n = (min(images, PERTURBATION_IMAGES)
-                     if jaxcam.method_info(spec.name).kind == "perturbation" else images)
-                x, labels = x_all[:n], labels_all[:n]
-                t0 = time.perf_counter()
-                scores, seconds = score_method(split, spec, x, labels, data.target_masks[:n],
-                                               boxes_all[:n])
-                records.write(unit, ({"network": name, "split": split_name,
-                                      "method": spec.label, "index": i,
-                                      "seconds_per_image": seconds, **s}
-                                     for i, s in enumerate(scores)),
-                              seconds=time.perf_counter() - t0)
-                if progress:
-                    progress(f"methods {unit}: {n} images, {1000 * seconds:.2f} ms/image")
+                score_unit(records, f"{name}/{split_name}/{spec.label}", split, spec, x_all,
+                           labels_all, data.target_masks, boxes_all,
+                           perturbation_images=PERTURBATION_IMAGES,
+                           fields={"network": name, "split": split_name}, progress=progress)
