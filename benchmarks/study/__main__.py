@@ -106,7 +106,10 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
     """STUDY.md (at ``path``) and its figures (in ``figures_dir``, default ``figures``
     beside it) from the records in ``out``."""
     figures_dir = figures_dir or path.parent / "figures"
-    link = lambda name: f"{os.path.relpath(figures_dir / name, path.parent)}"   # noqa: E731
+
+    def link(name: str) -> str:
+        return os.path.relpath(figures_dir / name, path.parent)
+
     timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()
                ] if (out / "timings.jsonl").exists() else []
     lines = ["# The study: exact versus approximated higher-order terms", "",
@@ -114,7 +117,8 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
              f"`{command}`; nothing is typed in by hand.", ""]
     records = scoring.Records(out / "derivatives.jsonl").read()
     if records:
-        lines += report.findings(records)
+        paired = report.paired_metrics(records)
+        lines += report.findings(records, paired)
     scored = scoring.Records(out / "groundtruth.jsonl").read()
     photos = scoring.Records(out / "lite0.jsonl").read()
     if records:
@@ -123,7 +127,7 @@ def write_report(out: Path, path: Path, command: str, *, quick: bool = False,
                                    report.METRICS)
         figures.probability_figure(figures_dir / "study_probability.png", records,
                                    report.PROBABILITY_BINS)
-        lines += report.derivatives_section(records)
+        lines += report.derivatives_section(records, paired)
         lines += [f"![exact and closed-form maps]({link('study_maps.png')})", "",
                   "The held-out images whose exact and closed-form Grad-CAM++ maps (softmax "
                   "link) agree least, per network; the difference is on the maps' scale.", "",

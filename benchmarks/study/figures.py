@@ -15,6 +15,7 @@ from jaxcam import models
 from jaxcam.datasets import shapes
 
 from benchmarks.study import stats
+from benchmarks.study.report import grouped
 
 LINK_COLOURS = {"exp": "#4477aa", "softmax": "#ee6677", "log_softmax": "#228833",
                 "logit": "#ccbb44"}
@@ -81,17 +82,16 @@ def differences_figure(path: Path, records: list[dict], metrics: dict) -> Path:
 
     ``metrics``: name -> higher is better."""
     plt = _pyplot()
-    groups: dict[tuple, dict] = {}
-    for r in records:
-        groups.setdefault((r["network"], r["method"]), {}).setdefault(r["link"], []).append(r)
+    groups = {key: grouped(rs, "link") for key, rs in
+              grouped(records, "network", "method").items()}
     keys = sorted(groups)
     fig, axes = plt.subplots(len(keys), 1, figsize=(9, 2.6 * len(keys)), squeeze=False)
     names = list(metrics)
     for ax, key in zip(axes[:, 0], keys):
-        links = list(groups[key])
+        links = [link for (link,) in groups[key]]
         width = 0.8 / len(links)
         for j, link in enumerate(links):
-            rs = groups[key][link]
+            rs = groups[key][(link,)]
             means, lows, highs = [], [], []
             for metric in names:
                 sign = 1.0 if metrics[metric] else -1.0

@@ -132,7 +132,7 @@ def group(name: str) -> Images:
     return Images(np.stack(images), np.asarray(labels, np.int32), np.stack(boxes))
 
 
-def preprocess(split, images: np.ndarray) -> jax.Array:
+def preprocess(images: np.ndarray) -> jax.Array:
     """The network's normalisation of 224 x 224 images (no resize or crop left to do)."""
     prep = dataclasses.replace(models.info(NETWORK).preprocess, resize=SIZE)
     return jnp.asarray(np.stack([prep(image) for image in images]))
@@ -157,7 +157,7 @@ def run(records: scoring.Records, *, images: int, methods: str | None = None,
     for name in GROUPS:
         data = group(name)
         n_all = min(images, len(data))
-        x_all = preprocess(split, data.images[:n_all])
+        x_all = preprocess(data.images[:n_all])
         labels_all = jnp.asarray(data.labels[:n_all])
         probs = np.asarray(jax.nn.softmax(split.logits(x_all), axis=-1))
         p_true = probs[np.arange(n_all), data.labels[:n_all]]

@@ -10,6 +10,27 @@ METRICS = {**scoring.LOCALISATION, **scoring.FAITHFULNESS}     # name -> higher 
 PROBABILITY_BINS = (0.0, 0.5, 0.9, 0.99, 0.999, 1.0)
 
 
+VERDICTS = {"first better": "exact better", "second better": "closed form better"}
+
+
+def grouped(records: list[dict], *keys: str) -> dict[tuple, list]:
+    """The records by the values of ``keys``, in first-seen order."""
+    groups: dict[tuple, list] = {}
+    for r in records:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def paired_metrics(records: list[dict]) -> dict[tuple, dict]:
+    """Per (network, method, link): ``{metric: stats.paired(exact, closed form)}``, every
+    metric's direction taken into account; computed once for the findings and tables."""
+    return {key: {metric: stats.paired([r["exact"][metric] for r in rs],
+                                       [r["approx"][metric] for r in rs],
+                                       higher_is_better=higher)
+                  for metric, higher in METRICS.items()}
+            for key, rs in grouped(records, "network", "method", "link").items()}
+
+
 def _fmt(v: dict, percent: bool = False) -> str:
     if percent:
         return f"{v['mean']:+.2%} ({v['low']:+.2%}, {v['high']:+.2%})"
@@ -20,22 +41,21 @@ def _p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "< 1e-4"
 
 
-def derivatives_section(records: list[dict]) -> list[str]:
+def derivatives_section(records: list[dict], paired: dict[tuple, dict]) -> list[str]:
     """Exact versus closed form, per network, method and link: the maps' agreement, the
-    weights' changes, and the paired difference of every metric."""
+    weights' changes, and the paired difference of every metric (``paired``:
+    :func:`paired_metrics` of the records)."""
     layer = records[0].get("layer", "act4")
     lines = ["## Exact versus closed-form higher-order terms", "",
              f"Each held-out single-object image's map for its true class at `{layer}` (the "
              "head: the network's activation after it, global average pooling, the linear "
              "classifier), exact D2, D3 against the closed form g^2, g^3; Smooth "
-             f"Grad-CAM++ with {records[0].get('n_samples', derivatives.N_SAMPLES)} noisy copies (noise 0.15 of "
-             "each image's range). Paired differences are exact minus closed form, means with 95 % "
-             "bootstrap intervals, and Wilcoxon's signed-rank p-value; the verdict says "
+             f"Grad-CAM++ with {records[0].get('n_samples', derivatives.N_SAMPLES)} noisy "
+             "copies (noise 0.15 of each image's range). Paired differences are exact minus "
+             "closed form, means with 95 % bootstrap intervals, and Wilcoxon's signed-rank p-value; the verdict says "
              "which is more faithful by the metric (its direction taken into account), or "
              "that the difference is not measurable (the interval holds 0 or p >= 0.05).", ""]
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["network"], r["method"], r["link"]), []).append(r)
+    groups = grouped(records, "network", "method", "link")
     lines += ["### The maps and the weights", "",
               "The channel weights w_k = sum_ij alpha_kij ReLU(g_kij) of Grad-CAM++ as "
               "`jaxcam.compare_derivatives` returns them (Smooth Grad-CAM++ is compared by "
@@ -63,13 +83,11 @@ def derivatives_section(records: list[dict]) -> list[str]:
         lines += [f"#### `{net}`, {method}, {link}", "",
                   "| metric | exact | closed form | difference (95 % CI) | Wilcoxon p | verdict |",
                   "|---|---|---|---|---|---|"]
-        for metric, higher in METRICS.items():
-            a = np.array([r["exact"][metric] for r in rs])
-            b = np.array([r["approx"][metric] for r in rs])
-            result = stats.paired(a, b, higher_is_better=higher)
-            verdict = {"first better": "exact better", "second better": "closed form better"
-                       }.get(result["verdict"], result["verdict"])
-            lines.append(f"| {metric} | {a.mean():.4f} | {b.mean():.4f} | "
+        for metric, result in paired[(net, method, link)].items():
+            a = np.mean([r["exact"][metric] for r in rs])
+            b = np.mean([r["approx"][metric] for r in rs])
+            verdict = VERDICTS.get(result["verdict"], result["verdict"])
+            lines.append(f"| {metric} | {a:.4f} | {b:.4f} | "
                          f"{_fmt(result['difference'])} | {_p(result['wilcoxon']['p'])} | "
                          f"{verdict} |")
         lines.append("")
@@ -99,29 +117,24 @@ def probability_section(records: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def findings(records: list[dict]) -> list[str]:
+def findings(records: list[dict], paired: dict[tuple, dict]) -> list[str]:
     """The answer in a few lines: per network, method and link, the metrics by which the
     exact or the closed-form maps are measurably more faithful (or better localised), and
-    by how much; "no measurable difference" where no metric shows one."""
+    by how much; "no measurable difference" where no metric shows one (``paired``:
+    :func:`paired_metrics` of the records)."""
     lines = ["## Findings", "",
              "Exact minus closed-form higher-order terms on the held-out single-object "
              "images, per network, method and link; a metric is listed where its paired "
              "difference is measurable (95 % bootstrap interval excluding 0 and Wilcoxon "
              "p < 0.05), with the mean difference in the metric's units.", ""]
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["network"], r["method"], r["link"]), []).append(r)
-    for (net, method, link), rs in groups.items():
-        better = {"exact": [], "closed form": []}
-        for metric, higher in METRICS.items():
-            result = stats.paired([r["exact"][metric] for r in rs],
-                                  [r["approx"][metric] for r in rs], higher_is_better=higher)
-            side = {"first better": "exact", "second better": "closed form"}.get(
-                result["verdict"])
+    for (net, method, link), rs in grouped(records, "network", "method", "link").items():
+        better = {"exact better": [], "closed form better": []}
+        for metric, result in paired[(net, method, link)].items():
+            side = VERDICTS.get(result["verdict"])
             if side:
                 better[side].append(f"{metric} {result['difference']['mean']:+.4f}")
         zero = np.mean([r["exact_zero"] for r in rs])
-        parts = [f"{side} better by {', '.join(m)}" for side, m in better.items() if m]
+        parts = [f"{side} by {', '.join(m)}" for side, m in better.items() if m]
         text = "; ".join(parts) if parts else (
             f"no measurable difference on any of the {len(METRICS)} metrics")
         note = (f" (the exact maps are zero on {zero:.0%} of the images: the head's second "
@@ -134,29 +147,24 @@ def methods_section(records: list[dict], title: str, intro: str) -> list[str]:
     """Every method: each metric's mean with its interval, per network and group of
     images, and the runtime per image."""
     lines = [f"## {title}", "", intro, ""]
-    groups: dict[tuple, list] = {}
-    for r in records:
-        groups.setdefault((r["network"], r["split"]), []).append(r)
     names = list(METRICS)
-    for (net, split), rs in groups.items():
+    compiled = False                       # a row whose time includes the compilation
+    for (net, split), rs in grouped(records, "network", "split").items():
         lines += [f"### `{net}`, {split.replace('_', '-')} images", "",
                   "| method | images | " + " | ".join(names) + " | ms / image |",
                   "|---|---|" + "---|" * len(names) + "---|"]
-        by_method: dict[str, list] = {}
-        for r in rs:
-            by_method.setdefault(r["method"], []).append(r)
-        for method, ms in by_method.items():
+        for (method,), ms in grouped(rs, "method").items():
             cells = []
             for name in names:
                 v = stats.bootstrap_mean([r[name] for r in ms])
                 cells.append(f"{v['mean']:.3f} ({v['low']:.3f}, {v['high']:.3f})")
             # one image is one batch: its time cannot leave the compilation out
             dagger = " †" if len(ms) == 1 else ""
+            compiled |= len(ms) == 1
             lines.append(f"| {method} | {len(ms)} | " + " | ".join(cells)
                          + f" | {1000 * ms[0]['seconds_per_image']:.2f}{dagger} |")
         lines.append("")
-    if any(len([r for r in records if (r["network"], r["split"], r["method"]) == key]) == 1
-           for key in {(r["network"], r["split"], r["method"]) for r in records}):
+    if compiled:
         lines += ["† One image, so one batch: its time includes the compilation.", ""]
     return lines
 
