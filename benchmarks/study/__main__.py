@@ -30,7 +30,7 @@ from benchmarks.study import derivatives, figures, lite0, methods, report, sanit
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("groundtruth", "lite0", "derivatives", "sanity")
-DEFAULT_IMAGES = {"derivatives": 96, "groundtruth": 32, "lite0": 4, "sanity": 8}
+DEFAULT_IMAGES = {"derivatives": 64, "groundtruth": 24, "lite0": 4, "sanity": 8}
 QUICK_IMAGES = {"derivatives": 8, "groundtruth": 4, "lite0": 2, "sanity": 2}
 
 

@@ -35,7 +35,7 @@ LAYER = "conv5"
 NETWORKS = ("shapes-relu", "shapes-smooth")
 HELD_OUT = 10**6
 BATCH = 32
-SMOOTH_IMAGES = 24
+SMOOTH_IMAGES = 16
 N_SAMPLES = 10
 
 

@@ -22,7 +22,7 @@ from benchmarks.groundtruth import method_specs
 from benchmarks.study import scoring
 
 NETWORKS = ("shapes-relu", "shapes-smooth")
-PERTURBATION_IMAGES = 8
+PERTURBATION_IMAGES = 4
 HELD_OUT = 10**6
 BATCH = 16
 

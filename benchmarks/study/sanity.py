@@ -18,7 +18,7 @@ from benchmarks.study import methods as method_part
 from benchmarks.study import scoring
 
 NETWORK = "shapes-relu"
-PERTURBATION_IMAGES = 4
+PERTURBATION_IMAGES = 2
 
 
 def method_function(spec):
