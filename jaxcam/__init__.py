@@ -1,15 +1,19 @@
 """jaxcam: class activation maps as pure, jit-compiled JAX functions.
 
 Split a network at a layer (:func:`jaxcam.models.load` or :class:`jaxcam.Split`), then
-call a method ``f(split, x, target, *, options) -> maps``. Every method is registered by
-name (:func:`available_methods`, :func:`method_info`); :func:`smoothed` adds noise
-smoothing to any gradient method. The building blocks are public too:
+call a method ``f(split, x, target, *, options) -> maps``. Every method is declared once
+(:func:`register_method`) and found by name (:func:`available_methods`,
+:func:`method_info`); ``jaxcam.<name>`` is the registry's function, so a method
+registered later is public too. :func:`smoothed` adds noise smoothing to any gradient
+method. The building blocks are public too:
 :mod:`jaxcam.weighting` (the formulas on plain arrays), :mod:`jaxcam.derivatives` (the
 derivative engines) and :mod:`jaxcam.chunking` (bounded-memory evaluation of many items).
 :mod:`jaxcam.metrics` scores maps: faithfulness (average drop, deletion, insertion) and
 localisation (pointing games).
 """
 
+# the method families declare their methods, in the registry's order
+from jaxcam import _methods, _perturbation, _guided  # noqa: F401, I001
 from jaxcam import batch as batch
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
@@ -28,30 +32,14 @@ from jaxcam._devices import place as place
 from jaxcam._devices import shard_batch as shard_batch
 from jaxcam._explain import Augment as Augment
 from jaxcam._explain import augmentations as augmentations
-from jaxcam._methods import cam as cam
-from jaxcam._methods import eigen_cam as eigen_cam
-from jaxcam._methods import eigen_grad_cam as eigen_grad_cam
-from jaxcam._methods import finer_cam as finer_cam
-from jaxcam._methods import grad_cam as grad_cam
-from jaxcam._methods import grad_cam_elementwise as grad_cam_elementwise
-from jaxcam._methods import grad_cam_pp as grad_cam_pp
-from jaxcam._methods import guided_backprop as guided_backprop
-from jaxcam._methods import guided_grad_cam as guided_grad_cam
-from jaxcam._methods import hires_cam as hires_cam
-from jaxcam._methods import layer_cam as layer_cam
-from jaxcam._methods import shapley_cam as shapley_cam
-from jaxcam._methods import smooth_grad_cam_pp as smooth_grad_cam_pp
-from jaxcam._methods import xgrad_cam as xgrad_cam
-from jaxcam._perturbation import ablation_cam as ablation_cam
-from jaxcam._perturbation import is_cam as is_cam
-from jaxcam._perturbation import score_cam as score_cam
-from jaxcam._perturbation import ss_cam as ss_cam
 from jaxcam._preprocess import Preprocess as Preprocess
+from jaxcam._methods import smoothed as smoothed
 from jaxcam._registry import MethodInfo as MethodInfo
+from jaxcam._registry import Option as Option
 from jaxcam._registry import available_methods as available_methods
 from jaxcam._registry import method_info as method_info
 from jaxcam._registry import method_table as method_table
-from jaxcam._registry import smoothed as smoothed
+from jaxcam._registry import register_method as register_method
 from jaxcam._modules import split_module as split_module
 from jaxcam._split import Split as Split
 from jaxcam._split import TokenGrid as TokenGrid
@@ -59,13 +47,28 @@ from jaxcam.models._layers import guided_relu as guided_relu
 
 __version__ = "0.1.0"
 
-__all__ = ["Augment", "DerivativeComparison", "MethodInfo", "Preprocess", "Split", "TokenGrid",
-           "ablation_cam", "augmentations", "available_methods", "batch", "cam", "chunking",
-           "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "eigen_cam", "eigen_grad_cam", "finer_cam",
-           "grad_cam", "grad_cam_elementwise", "grad_cam_pp", "guided_backprop",
-           "guided_grad_cam", "guided_relu", "hires_cam", "is_cam", "layer_cam",
-           "method_info", "method_table", "metrics", "models", "padded_size", "place", "pure_derivatives", "score_cam",
-           "shard_batch", "shapley_cam", "smooth_grad_cam_pp", "smoothed", "split_module", "ss_cam",
-           "targets", "viz",
-           "weighting",
-           "xgrad_cam"]
+
+_API = ["Augment", "DerivativeComparison", "MethodInfo", "Option", "Preprocess", "Split",
+        "TokenGrid", "augmentations", "available_methods", "batch", "chunking",
+        "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "guided_relu",
+        "method_info", "method_table", "metrics", "models", "padded_size", "place",
+        "pure_derivatives", "register_method", "shard_batch", "smoothed", "split_module",
+        "targets", "viz", "weighting"]
+
+
+def __getattr__(name: str):
+    """``jaxcam.<method>``: every registered method's public function."""
+    from jaxcam._registry import METHODS
+
+    if name in METHODS:
+        return METHODS[name].function
+    raise AttributeError(f"module 'jaxcam' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *available_methods()})
+
+
+__all__ = sorted({*_API, *available_methods()})
+
+

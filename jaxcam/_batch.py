@@ -2,8 +2,8 @@
 
 - :func:`find_images` walks files and folders (recursively) for PNG, JPEG, WebP, BMP and
   TIFF photos, in a stable order, each with a unique output name.
-- :func:`parse_methods` reads ``grad_cam,grad_cam_pp:exact``: a method, optionally with
-  its derivatives (``:exact`` or ``:approx``).
+- :func:`parse_methods` reads ``grad_cam,grad_cam_pp:exact,score_cam:top_n=32``: a method,
+  optionally with its derivatives (``:exact`` or ``:approx``) and any declared option.
 - :func:`explain_step` is the compiled program: the class probabilities, the targets (the
   given class, or each image's top K) and every (layer, method, target) map of a batch,
   in one ``jit``. Its shapes are fixed, so a run compiles once: the last, partial batch is
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import inspect
 import io
 import json
 import os
@@ -121,44 +120,59 @@ class MethodSpec:
 
 
 def _accepts(name: str, option: str) -> bool:
-    return option in inspect.signature(method_info(name).function).parameters
+    return any(o.name == option for o in method_info(name).options)
+
+
+def _method_option(name: str, item: str, part: str) -> tuple[str, object]:
+    """``(option, value)`` of one ``:part`` of a method item: ``exact`` / ``approx`` (the
+    derivatives), or ``option=value`` of a declared option."""
+    if "=" not in part:
+        if part not in DERIVATIVES:
+            raise ValueError(f"{item!r}: {part!r} is neither the derivatives ('exact' or "
+                             "'approx') nor option=value")
+        if not _accepts(name, "derivatives"):
+            raise ValueError(f"{item!r}: {name} has no higher-order derivatives to choose "
+                             "(':exact' / ':approx' apply to grad_cam_pp and "
+                             "smooth_grad_cam_pp)")
+        return "derivatives", part
+    option, _, text = part.partition("=")
+    info = method_info(name)
+    try:
+        return option, info.option(option).parse(text)
+    except ValueError as e:
+        raise ValueError(f"{item!r}: {e} (see `jaxcam methods {name}`)") from None
 
 
 def parse_methods(text: str, *, link: str | None = None,
                   derivatives: str | None = None) -> tuple[MethodSpec, ...]:
-    """Methods from ``"grad_cam,grad_cam_pp:exact"``. ``link`` and ``derivatives`` apply
-    to every method that takes them; ``name:exact`` / ``name:approx`` sets one method's
-    derivatives.
+    """Methods from ``"grad_cam,grad_cam_pp:exact,score_cam:top_n=32:mask_chunk=8"``: each
+    a registered name, optionally followed by ``:exact`` / ``:approx`` (its derivatives)
+    and ``:option=value`` of its declared options (numbers, flags, words; ``None``).
+    ``link`` and ``derivatives`` apply to every method that takes them, unless the item
+    sets them.
 
     Raises:
-      ValueError: an unknown method (naming close matches), or an option the method does
-        not take.
+      ValueError: an unknown method (naming close matches), an option the method does
+        not take, or a value of the wrong type.
     """
     specs = []
     for item in (t.strip() for t in str(text).split(",")):
         if not item:
             continue
-        name, sep, mode = item.partition(":")
+        name, *parts = item.split(":")
         if name not in available_methods():
             close = difflib.get_close_matches(name, available_methods(), n=3)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ValueError(f"unknown method {name!r}: {hint}see `jaxcam methods` for all "
                              f"{len(available_methods())}")
+        given = dict(_method_option(name, item, part) for part in parts)
         options = {}
         if link is not None and _accepts(name, "link"):
             options["link"] = link
-        if sep:
-            if mode not in DERIVATIVES:
-                raise ValueError(f"{item!r}: the derivatives are 'exact' or 'approx', got "
-                                 f"{mode!r}")
-            if not _accepts(name, "derivatives"):
-                raise ValueError(f"{item!r}: {name} has no higher-order derivatives to choose "
-                                 "(':exact' / ':approx' apply to grad_cam_pp and "
-                                 "smooth_grad_cam_pp)")
-            options["derivatives"] = mode
-        elif derivatives is not None and _accepts(name, "derivatives"):
+        if derivatives is not None and _accepts(name, "derivatives"):
             options["derivatives"] = derivatives
-        label = f"{name}-{mode}" if sep else name
+        options.update(given)
+        label = "-".join([name, *parts])
         specs.append(MethodSpec(name, tuple(sorted(options.items())), label))
     if not specs:
         raise ValueError("no method given: e.g. --method grad_cam,grad_cam_pp")

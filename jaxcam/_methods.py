@@ -1,7 +1,9 @@
-"""Gradient-weighted class activation maps: CAM, Grad-CAM, Grad-CAM++, Smooth Grad-CAM++,
-guided variants, and noise smoothing of any of them.
+"""The gradient family: CAM, Grad-CAM, Grad-CAM++ (closed form and exact), Smooth
+Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, the element-wise and eigen forms, ShapleyCAM,
+FinerCAM, and noise smoothing of any of them.
 
-Every method is ``f(split, x, target=None, *, options) -> maps`` and runs as ONE
+Each method is one builder declared with :func:`jaxcam.register_method`, from which
+``jaxcam.<name>(split, x, target=None, *, options) -> maps`` is derived. It runs as ONE
 jit-compiled program (:func:`jaxcam._pipeline.run`) from the input batch to the
 (upsampled, normalised) maps:
 
@@ -36,8 +38,9 @@ from jaxcam._derivatives import DERIVATIVES, ENGINES
 from jaxcam._explain import explain
 from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key, selection
-from jaxcam._split import Split, check_guided, split_shapes
-from jaxcam._targets import Contrast, Objective, resolve
+from jaxcam._registry import MethodInfo, available_methods, method_info, register_method
+from jaxcam._split import Split, split_shapes
+from jaxcam._targets import Contrast, resolve
 
 Array = jax.Array
 
@@ -142,35 +145,8 @@ class ShapleyCAMMap:
         return W.channel_weighted(ev.a, W.shapley_cam_weights(*ev.derivs))
 
 
-# --- programs that return input gradients
-
-@struct.dataclass
-class GuidedBackprop:
-    """dY/dx through guided ReLUs: (B, H, W, C)."""
-
-    objective: Objective = struct.field(pytree_node=False)
-
-    def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Array:
-        logits, guided_vjp = jax.vjp(lambda x: split.guided(split.variables, x), x)
-        logits = jax.lax.stop_gradient(logits)
-        c = self.objective.classes(logits, classes)
-        (g,) = guided_vjp(self.objective.gradient(logits, c))   # accurate in float32
-        return g
-
-
-@struct.dataclass
-class GuidedGradCAM:
-    """The Grad-CAM map times the guided gradients: (B, H, W, C)."""
-
-    cam: Program
-    guided: GuidedBackprop
-
-    def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Array:
-        return self.cam(split, x, classes, key)[..., None] * self.guided(split, x, classes)
-
-
-# --- builders: checked options -> (program, classes). A builder is what the registry,
-# the public functions and the noise-smoothing combinator share.
+# --- the methods: each a builder, checked options -> Built (the program and its traced
+# arguments), declared once with register_method; jaxcam.<name> is derived from it.
 
 def _optional_positive_int(name: str, value) -> int | None:
     return None if value is None else check_positive_int(name, value)
@@ -195,82 +171,48 @@ def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str =
     return Built(program, classes)
 
 
-def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual=False,
-                   channels=None, neurons=None, upsample=True, normalize=True):
-    return _gradient_program(split, x, target, GradCAMMap(), link=link,
-                             counterfactual=counterfactual, channels=channels,
-                             neurons=neurons, upsample=upsample, normalize=normalize)
+@register_method(kind="gradient", needs=("gap_linear_head",), reference="Zhou et al., CVPR 2016",
+                 summary="sum_k W[c, k] A^k with the linear layer's class weights",
+                 peers=("torch-cam CAM",))
+def build_cam(split, x, target=None, *, channels=None, neurons=None, upsample: bool = True,
+              normalize: bool = True) -> Built:
+    """CAM (Zhou et al., CVPR 2016): M^c = sum_k W[c, k] A^k.
 
-
-def build_xgrad_cam(split, x, target=None, *, link: str = "logit", eps=0.0,
-                    counterfactual=False, channels=None, neurons=None, upsample=True,
-                    normalize=True):
-    return _gradient_program(split, x, target, XGradCAMMap(check_number("eps", eps)),
-                             link=link, counterfactual=counterfactual, channels=channels,
-                             neurons=neurons, upsample=upsample, normalize=normalize)
-
-
-def _elementwise_builder(rule: str, reduce: str = "sum") -> Callable:
-    def build(split, x, target=None, *, link: str = "logit", counterfactual=False,
-              channels=None, neurons=None, upsample=True, normalize=True):
-        return _gradient_program(split, x, target, ElementwiseMap(rule), link=link,
-                                 counterfactual=counterfactual, channels=channels,
-                                 neurons=neurons, upsample=upsample, normalize=normalize,
-                                 reduce=reduce)
-
-    build.__name__ = f"build_{rule}_{reduce}"
-    return build
-
-
-build_layer_cam = _elementwise_builder("layer_cam")
-build_hires_cam = _elementwise_builder("product")
-build_grad_cam_elementwise = _elementwise_builder("rectified")
-build_eigen_grad_cam = _elementwise_builder("product", reduce="eigen")
-
-
-def build_eigen_cam(split, x, target=None, *, channels=None, neurons=None, upsample=True,
-                    normalize=True):
-    return _gradient_program(split, x, target, ActivationsMap(), link="logit",
-                             channels=channels, neurons=neurons, upsample=upsample,
-                             normalize=normalize, reduce="eigen")
-
-
-def build_shapley_cam(split, x, target=None, *, link: str = "rest", channels=None,
-                      neurons=None, upsample=True, normalize=True):
-    return _gradient_program(split, x, target, ShapleyCAMMap(), link=link, hvp=True,
-                             channels=channels, neurons=neurons, upsample=upsample,
+    Only for heads made of global average pooling and one linear layer (the split of a
+    ResNet at ``layer4``, EfficientNet-Lite0 at ``_swish``). W[c, k] is read off the head
+    exactly as sum_ij dS^c/dA^k_ij. The map is not rectified (as the paper); with
+    ``normalize`` it is min-max scaled.
+    """
+    if not split.gap_linear_head:
+        raise ValueError(
+            f"CAM needs a head of global average pooling + one linear layer, but the head "
+            f"after layer {split.layer!r} is not (or is not declared so: "
+            "Split(gap_linear_head=True)). Split a ResNet at 'layer4' or EfficientNet-Lite0 "
+            "at '_swish', or use grad_cam, which works for any head.")
+    return _gradient_program(split, x, target, CAMMap(), link="logit", channels=channels,
+                             neurons=neurons, rectify=False, upsample=upsample,
                              normalize=normalize)
 
 
-def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha=1.0,
-                    method: str = "grad_cam", **options) -> Built:
-    """``method``'s program explaining FinerCAM's contrast of the target class with the
-    classes ranked ``comparisons`` by logit distance to it."""
-    from jaxcam._registry import method_info
+@register_method(kind="gradient", reference="Selvaraju et al., ICCV 2017",
+                 summary="ReLU(sum_k mean_ij(dY/dA^k) A^k)",
+                 peers=("pytorch-grad-cam GradCAM", "torch-cam GradCAM"))
+def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual: bool = False,
+                   channels=None, neurons=None, upsample: bool = True,
+                   normalize: bool = True) -> Built:
+    """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv 1610.02391).
 
-    if callable(target):
-        raise ValueError("finer_cam builds its own objective from the target class: pass "
-                         "None, an int or an int array (B,), not a callable")
-    info = method_info(method)
-    if info.kind != "gradient" or info.build is None or info.name == "finer_cam":
-        raise ValueError(f"finer_cam's method must be a gradient method with a builder "
-                         f"(e.g. 'grad_cam', 'grad_cam_pp', 'layer_cam'); got {info.name!r}")
-    built = info.build(split, x, target, **options)      # checks the target and logits
-    n = split_shapes(split, x).outputs.shape[-1]
-    ranks = tuple(int(r) for r in np.atleast_1d(comparisons))
-    if not ranks or any(r < 1 or r >= n for r in ranks):
-        raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
-                         f"target by logit distance (1 = the most similar; 0 is the target "
-                         f"itself); got {comparisons!r}")
-    program = built.program
-    if not isinstance(program.measure, HeadDerivatives):
-        raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
-    objective = dataclasses.replace(program.measure.objective, contrast=ranks)
-    alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
-                                         x.dtype), built.classes.shape)
-    return built._replace(program=program.replace(
-        measure=program.measure.replace(objective=objective)),
-        classes=Contrast(built.classes, alpha))
+    alpha_k = (1/Z) sum_ij dY/dA^k_ij, map = ReLU(sum_k alpha_k A^k), with Y the target's
+    score through ``link`` (the paper: the logit, before the softmax).
+
+    Example::
+
+        split = jaxcam.models.load("efficientnet_lite0")
+        maps = jaxcam.grad_cam(split, x, target=282)
+    """
+    return _gradient_program(split, x, target, GradCAMMap(), link=link,
+                             counterfactual=counterfactual, channels=channels,
+                             neurons=neurons, upsample=upsample, normalize=normalize)
 
 
 _WARNED_ZERO_CURVATURE: set = set()
@@ -289,152 +231,29 @@ def _warn_zero_curvature(split, objective, link, derivatives) -> None:
             "0/0 and the maps are zero. The exact form is meaningful with link='exp' "
             "(equal to the closed form there), link='softmax' or 'log_softmax', or a "
             "smooth head (jaxcam.models.load(..., activation='gelu')).",
-            UserWarning, stacklevel=4)
+            UserWarning, stacklevel=5)
 
 
-def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives="approx",
-                      engine="auto", chunk_size=None, variant="paper", counterfactual=False,
-                      eps=0.0, channels=None, neurons=None, upsample=True, normalize=True):
-    check_choice("variant", variant, W.VARIANTS)
-    to_map = GradCAMPPMap(check_number("eps", eps), variant)
-    program, classes, _, _ = _gradient_program(
-        split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
-        chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
-        neurons=neurons, upsample=upsample, normalize=normalize)
-    _warn_zero_curvature(split, program.measure.objective, link, derivatives)
-    return Built(program, classes)
+_GRAD_CAM_PP_HELP = {
+    "link": '"exp" (the paper: Y = exp(S)), "softmax", "log_softmax" or "logit".',
+    "variant": 'whose alpha (:func:`jaxcam.weighting.grad_cam_pp_alphas`): "paper" (eq. 10; '
+               "pytorch-grad-cam 1.5.7 with ``eps=1e-6``), \"torchcam\" (what torch-cam "
+               "0.5.0's GradCAMpp returns: alpha = D2) or \"renormalized\" (alpha over its "
+               "per-channel sum, as the authors' TensorFlow code).",
+    "eps": "added to alpha's denominator (pytorch-grad-cam: 1e-6; the paper: none; no "
+           "effect with ``variant=\"torchcam\"``; traced).",
+}
 
 
-def build_cam(split, x, target=None, *, channels=None, neurons=None, upsample=True,
-              normalize=True):
-    if not split.gap_linear_head:
-        raise ValueError(
-            f"CAM needs a head of global average pooling + one linear layer, but the head "
-            f"after layer {split.layer!r} is not (or is not declared so: "
-            "Split(gap_linear_head=True)). Split a ResNet at 'layer4' or EfficientNet-Lite0 "
-            "at '_swish', or use grad_cam, which works for any head.")
-    return _gradient_program(split, x, target, CAMMap(), link="logit", channels=channels,
-                             neurons=neurons, rectify=False, upsample=upsample,
-                             normalize=normalize)
-
-
-def _check_guided(split: Split, x: Array) -> None:
-    if split.guided is None:
-        raise ValueError(
-            "guided backpropagation needs the network's forward pass with guided ReLUs: "
-            "build the split with Split(guided=f), where f(variables, x) -> logits runs the "
-            "whole network with jaxcam.guided_relu in place of every ReLU (the zoo models "
-            "provide it)")
-    check_guided(split, x)
-
-
-def build_guided_backprop(split, x, target=None, *, link: str = "logit"):
-    _check_guided(split, x)
-    objective, classes = resolve(split, x, target, link)
-    return Built(GuidedBackprop(objective), classes)
-
-
-def build_guided_grad_cam(split, x, target=None, *, link: str = "logit",
-                          counterfactual=False, channels=None, neurons=None):
-    _check_guided(split, x)
-    program, classes, _, _ = build_grad_cam(split, x, target, link=link,
-                                            counterfactual=counterfactual, channels=channels,
-                                            neurons=neurons)
-    return Built(GuidedGradCAM(program, GuidedBackprop(program.measure.objective)), classes)
-
-
-def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
-                         noise=0.15, sample_chunk: int | None = None, devices=None,
-                         equal_weights: bool = False, keep_last: bool = False,
-                         **options) -> Built:
-    """``build``'s program with its head derivatives averaged over noisy copies."""
-    key = check_key(key)
-    n = check_positive_int("n_samples", n_samples)
-    noise = check_number("noise", noise)
-    sample_chunk = _optional_positive_int("sample_chunk", sample_chunk)
-    program, classes, _, _ = build(split, x, target, **options)
-    if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
-        raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
-                         "methods (grad_cam, grad_cam_pp, ...), not to this one")
-    mesh = make_mesh(devices)
-    measure = NoiseSmoothed(program.measure, noise, n,
-                            _chunk_size(n, sample_chunk, 1 if mesh is None else mesh.size),
-                            mesh, equal_weights, keep_last)
-    return Built(program.replace(measure=measure), classes, key, mesh)
-
-
-def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples=25, noise=0.15,
-                             sample_chunk=None, devices=None, variant="paper", eps=0.0,
-                             **options):
-    check_choice("variant", variant, W.VARIANTS)
-    torchcam = variant == "torchcam"
-    program, classes, key, mesh = build_noise_smoothed(
-        build_grad_cam_pp, split, x, target, key=key, n_samples=n_samples, noise=noise,
-        sample_chunk=sample_chunk, devices=devices, equal_weights=torchcam,
-        keep_last=torchcam, variant=variant, eps=eps, **options)
-    if torchcam:
-        program = program.replace(to_map=TorchcamSmoothMap(program.to_map.eps))
-    return Built(program, classes, key, mesh)
-
-
-# --- public API
-
-def grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-             counterfactual: bool = False, channels=None, neurons=None,
-             upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """Grad-CAM (Selvaraju et al., ICCV 2017, arXiv 1610.02391).
-
-    alpha_k = (1/Z) sum_ij dY/dA^k_ij, map = ReLU(sum_k alpha_k A^k), with Y the target's
-    score through ``link`` (the paper: the logit, before the softmax).
-
-    Args:
-      split: the model split at the target layer (:func:`jaxcam.models.load`).
-      x: preprocessed images (B, H, W, C).
-      target: None (each image's predicted class), an int, an int array (B,), a target
-        of :mod:`jaxcam.targets` (segmentation, boxes, embeddings, ...; traced, so a new
-        one never recompiles), or a callable ``outputs -> scores (B,)``.
-      link: "logit", "exp", "softmax" or "log_softmax": the function of the logits whose
-        derivatives are used.
-      counterfactual: explain what lowers the score (negated gradients).
-      channels: feature-map selection (Omeiza et al., 2019): a list of channel indices k;
-        only those feature maps contribute (every other activation and its derivatives
-        set to zero). None: all.
-      neurons: neuron selection: a box ``(i0, j0, i1, j1)`` (rows i0..i1-1, columns
-        j0..j1-1, in feature-map coordinates) or a list of ``(i, j)`` positions; every
-        other activation is set to zero. Selections are traced (a new one does not
-        recompile); the derivatives are those of the unmodified network.
-      upsample: bilinearly resize the maps to the input's (H, W).
-      normalize: min-max scale each map to [0, 1] (an all-zero map stays zero).
-      layers: several cuts of the same network: layer names (re-cut by
-        :meth:`jaxcam.Split.at`) or :class:`jaxcam.Split` objects; each layer's map is
-        normalised at its own resolution, resized to the input, and the maps fused by
-        ``fuse``:
-        "mean" (pytorch-grad-cam), "max", or "layercam" (tanh(2 M / max M) per layer,
-        then the element-wise maximum, as torch-cam's LayerCAM).
-      aug_smooth: test-time augmentation: the maps of the six copies pytorch-grad-cam
-        uses (horizontal flip x intensity 0.9, 1, 1.1), each flipped back, averaged;
-        ``augmentations=[jaxcam.Augment(...), ...]`` chooses the copies.
-      eigen_smooth: the map is the first principal component of the weighted activations
-        (:func:`jaxcam.weighting.first_component`) instead of their channel sum.
-
-    Returns:
-      Maps (B, H, W), or (B, h, w) at the layer's resolution with ``upsample=False``.
-
-    Example::
-
-        split = jaxcam.models.load("efficientnet_lite0")
-        maps = jaxcam.grad_cam(split, x, target=282)
-    """
-    return explain(build_grad_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
-                derivatives: str = "approx", engine: str = "auto",
-                chunk_size: int | None = None, variant: str = "paper",
-                counterfactual: bool = False, eps: float = 0.0, channels=None, neurons=None,
-                upsample: bool = True, normalize: bool = True, **common) -> Array:
+@register_method(kind="gradient", traced=("eps",), reference="Chattopadhyay et al., WACV 2018",
+                 summary="pixel-weighted gradients, alpha from D2, D3: closed form or exact",
+                 peers=("pytorch-grad-cam GradCAMPlusPlus", "torch-cam GradCAMpp"),
+                 help=_GRAD_CAM_PP_HELP)
+def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: str = "approx",
+                      engine: str = "auto", chunk_size: int | None = None,
+                      variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
+                      channels=None, neurons=None, upsample: bool = True,
+                      normalize: bool = True) -> Built:
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018, arXiv 1710.11063), exact or closed form.
 
     w_k = sum_ij alpha^k_ij ReLU(D1), alpha^k_ij = D2 / (2 D2 + (sum_ab A^k_ab) D3) (eq. 10),
@@ -462,79 +281,55 @@ def grad_cam_pp(split: Split, x: Array, target=None, *, link: str = "exp",
     :func:`jaxcam.pure_derivatives`), and :func:`jaxcam.compare_derivatives` reports how
     many there are.
 
-    Args:
-      split, x, target, counterfactual, channels, neurons, upsample, normalize: as
-        :func:`grad_cam`.
-      link: "exp" (the paper: Y = exp(S)), "softmax", "log_softmax" or "logit".
-      derivatives: "approx" (closed form) or "exact".
-      engine: exact derivatives by the "linearised" engine (piecewise-linear heads), the
-        "generic" one (any head; one Taylor expansion per activation), or "auto"
-        (linearised when ``split.piecewise_linear_head``).
-      chunk_size: activations (directions) handled together by the exact engines;
-        bounds their memory.
-      variant: whose formula for alpha (:func:`jaxcam._weighting.grad_cam_pp_alphas`):
-        "paper" (eq. 10; pytorch-grad-cam 1.5.7's GradCAMPlusPlus with ``eps=1e-6``),
-        "torchcam" (what torch-cam 0.5.0's GradCAMpp returns: alpha = D2, weights
-        sum_ij g^2 ReLU(g); its code means to divide by a mixed-index denominator but
-        divides a copy), or "renormalized" (alpha divided by its per-channel sum, as the
-        authors' TensorFlow code and tf-keras-vis).
-      eps: added to alpha's denominator (pytorch-grad-cam uses 1e-6; the paper none;
-        no effect with ``variant="torchcam"``, which has no denominator).
-
-    Returns:
-      Maps (B, H, W), or (B, h, w) with ``upsample=False``.
-
     Example::
 
         exact = jaxcam.grad_cam_pp(split, x, 282, link="softmax", derivatives="exact")
     """
-    return explain(build_grad_cam_pp, split, x, target, link=link, derivatives=derivatives,
-                   engine=engine, chunk_size=chunk_size, variant=variant,
-                   counterfactual=counterfactual, eps=eps, channels=channels,
-                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
+    check_choice("variant", variant, W.VARIANTS)
+    to_map = GradCAMPPMap(check_number("eps", eps), variant)
+    program, classes, _, _ = _gradient_program(
+        split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
+        chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
+        neurons=neurons, upsample=upsample, normalize=normalize)
+    _warn_zero_curvature(split, program.measure.objective, link, derivatives)
+    return Built(program, classes)
 
 
-def cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
-        upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """CAM (Zhou et al., CVPR 2016): M^c = sum_k W[c, k] A^k.
-
-    Only for heads made of global average pooling and one linear layer (the split of a
-    ResNet at ``layer4``, EfficientNet-Lite0 at ``_swish``). W[c, k] is read off the head
-    exactly as sum_ij dS^c/dA^k_ij. The map is not rectified (as the paper); with
-    ``normalize`` it is min-max scaled.
-
-    Args:
-      split, x, target, channels, neurons, upsample, normalize, layers, fuse, aug_smooth,
-        eigen_smooth: as :func:`grad_cam`.
-    """
-    return explain(build_cam, split, x, target, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def guided_backprop(split: Split, x: Array, target=None, *, link: str = "logit",
-                    **common) -> Array:
-    """Guided Backpropagation (Springenberg et al., 2015): dY/dx (B, H, W, C) through
-    ReLUs that pass gradient only where both their input and the gradient are positive."""
-    return explain(build_guided_backprop, split, x, target, link=link, **common)
+def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
+                         noise=0.15, sample_chunk: int | None = None, devices=None,
+                         equal_weights: bool = False, keep_last: bool = False,
+                         **options) -> Built:
+    """``build``'s program with its head derivatives averaged over noisy copies."""
+    key = check_key(key)
+    n = check_positive_int("n_samples", n_samples)
+    noise = check_number("noise", noise)
+    sample_chunk = _optional_positive_int("sample_chunk", sample_chunk)
+    program, classes, _, _ = build(split, x, target, **options)
+    if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
+        raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
+                         "methods (grad_cam, grad_cam_pp, ...), not to this one")
+    mesh = make_mesh(devices)
+    measure = NoiseSmoothed(program.measure, noise, n,
+                            _chunk_size(n, sample_chunk, 1 if mesh is None else mesh.size),
+                            mesh, equal_weights, keep_last)
+    return Built(program.replace(measure=measure), classes, key, mesh)
 
 
-def guided_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-                    counterfactual: bool = False, channels=None, neurons=None,
-                    **common) -> Array:
-    """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled, [0, 1]-scaled Grad-CAM map
-    times the guided-backpropagation gradients, (B, H, W, C)."""
-    return explain(build_guided_grad_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   **common)
-
-
-def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
-                       n_samples: int = 25, noise: float = 0.15, link: str = "exp",
-                       derivatives: str = "approx", engine: str = "auto",
-                       chunk_size: int | None = None, sample_chunk: int | None = None,
-                       variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
-                       channels=None, neurons=None, upsample: bool = True,
-                       normalize: bool = True, devices=None, **common) -> Array:
+@register_method(kind="gradient", traced=("eps", "noise"), reference="Omeiza et al., 2019",
+                 summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input",
+                 peers=("torch-cam SmoothGradCAMpp",),
+                 help={**_GRAD_CAM_PP_HELP,
+                       "variant": '"paper" or "renormalized" (as :func:`jaxcam.grad_cam_pp`, '
+                                  'on the averages), or "torchcam" (torch-cam 0.5.0\'s '
+                                  "SmoothGradCAMpp, described above)."})
+def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples: int = 25,
+                             noise: float = 0.15, link: str = "exp",
+                             derivatives: str = "approx", engine: str = "auto",
+                             chunk_size: int | None = None, sample_chunk: int | None = None,
+                             variant: str = "paper", counterfactual: bool = False,
+                             eps: float = 0.0, channels=None, neurons=None,
+                             upsample: bool = True, normalize: bool = True,
+                             devices=None) -> Built:
     """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv 1908.01224).
 
     For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
@@ -573,30 +368,254 @@ def smooth_grad_cam_pp(split: Split, x: Array, target=None, *, key: Array,
     (:func:`jaxcam.chunking.chunked_sum`), so memory is bounded by the chunk. With
     ``devices``, the images of each chunk are split across those devices (data parallel
     over the samples, one all-reduce per chunk); the map is the same as on one device up
-    to float rounding.
-
-    Args:
-      key: a ``jax.random`` key: typed (``jax.random.key(seed)``) or legacy
-        (``jax.random.PRNGKey(seed)``); the same seed gives the same map either way.
-      n_samples: the number of noisy copies (>= 1).
-      noise: the noise spread relative to each image's value range (>= 0; traced: a new
-        value does not recompile).
-      sample_chunk: noisy copies evaluated together (default: near-equal chunks of at
-        most 8 per device; ``n_samples`` or more: all at once); rounded up to a multiple
-        of the device count.
-      devices: devices to split the noisy copies across, e.g. ``jax.devices()`` (on a CPU
-        host, start JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get
-        N CPU devices). Default: the default device alone.
-      Others: as :func:`grad_cam_pp`.
-
-    Returns:
-      Maps (B, H, W), or (B, h, w) with ``upsample=False``.
+    to float rounding. On a CPU host, start JAX with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get N CPU devices.
     """
-    return explain(build_smooth_grad_cam_pp, split, x, target, key=key, n_samples=n_samples,
-                   noise=noise, sample_chunk=sample_chunk, devices=devices, variant=variant,
-                   eps=eps, link=link, derivatives=derivatives, engine=engine,
-                   chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
-                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
+    check_choice("variant", variant, W.VARIANTS)
+    torchcam = variant == "torchcam"
+    program, classes, key, mesh = build_noise_smoothed(
+        build_grad_cam_pp, split, x, target, key=key, n_samples=n_samples, noise=noise,
+        sample_chunk=sample_chunk, devices=devices, equal_weights=torchcam,
+        keep_last=torchcam, variant=variant, eps=eps, link=link, derivatives=derivatives,
+        engine=engine, chunk_size=chunk_size, counterfactual=counterfactual,
+        channels=channels, neurons=neurons, upsample=upsample, normalize=normalize)
+    if torchcam:
+        program = program.replace(to_map=TorchcamSmoothMap(program.to_map.eps))
+    return Built(program, classes, key, mesh)
+
+
+@register_method(kind="gradient", traced=("eps",), reference="Fu et al., BMVC 2020",
+                 summary="sum_k w_k A^k, w_k = sum_ij (A^k_ij / sum_ab A^k_ab) dY/dA^k_ij",
+                 peers=("pytorch-grad-cam XGradCAM", "torch-cam XGradCAM"),
+                 help={"eps": "added to each channel's sum (the paper: 0, a channel summing "
+                              "to 0 weighs 0; pytorch-grad-cam 1.5.7: 1e-7; torch-cam "
+                              "0.5.0: 1e-8; traced)."})
+def build_xgrad_cam(split, x, target=None, *, link: str = "logit", eps: float = 0.0,
+                    counterfactual: bool = False, channels=None, neurons=None,
+                    upsample: bool = True, normalize: bool = True) -> Built:
+    """XGrad-CAM (Fu et al., BMVC 2020, arXiv 2008.02312).
+
+    w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) dY/dA^k_ij, map = ReLU(sum_k w_k A^k):
+    Grad-CAM with each gradient weighted by its activation's share of the channel.
+
+    Example::
+
+        maps = jaxcam.xgrad_cam(split, x, 282)
+    """
+    return _gradient_program(split, x, target, XGradCAMMap(check_number("eps", eps)),
+                             link=link, counterfactual=counterfactual, channels=channels,
+                             neurons=neurons, upsample=upsample, normalize=normalize)
+
+
+def _elementwise(split, x, target, rule: str, reduce: str = "sum", **options) -> Built:
+    return _gradient_program(split, x, target, ElementwiseMap(rule), reduce=reduce, **options)
+
+
+@register_method(kind="gradient", reference="Jiang et al., IEEE TIP 2021",
+                 summary="ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij), element-wise",
+                 peers=("pytorch-grad-cam LayerCAM", "torch-cam LayerCAM"))
+def build_layer_cam(split, x, target=None, *, link: str = "logit", counterfactual: bool = False,
+                    channels=None, neurons=None, upsample: bool = True,
+                    normalize: bool = True) -> Built:
+    """LayerCAM (Jiang et al., IEEE TIP 2021): map = ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij).
+
+    Element-wise weights, so shallow layers give fine maps; fuse several with
+    ``layers=[...], fuse="layercam"`` (each layer's map scaled by tanh(2 M / max M), then
+    the element-wise maximum: the paper's eq. 9, as torch-cam 0.5.0's ``fuse_cams``).
+
+    Example::
+
+        maps = jaxcam.layer_cam(split, x, 282, layers=["layer2", "layer3", "layer4"],
+                                fuse="layercam")
+    """
+    return _elementwise(split, x, target, "layer_cam", link=link, counterfactual=counterfactual,
+                        channels=channels, neurons=neurons, upsample=upsample,
+                        normalize=normalize)
+
+
+@register_method(kind="gradient", reference="Draelos & Carin, 2020",
+                 summary="ReLU(sum_k dY/dA^k_ij A^k_ij), element-wise",
+                 peers=("pytorch-grad-cam HiResCAM",))
+def build_hires_cam(split, x, target=None, *, link: str = "logit", counterfactual: bool = False,
+                    channels=None, neurons=None, upsample: bool = True,
+                    normalize: bool = True) -> Built:
+    """HiResCAM (Draelos & Carin, 2020, arXiv 2011.08891): map = ReLU(sum_k dY/dA^k ⊙ A^k).
+
+    The gradient multiplies each activation where it is, no spatial averaging: for a
+    head that ends in global average pooling and one linear layer the map is exactly the
+    class's contribution of every position (so it equals CAM there).
+    """
+    return _elementwise(split, x, target, "product", link=link, counterfactual=counterfactual,
+                        channels=channels, neurons=neurons, upsample=upsample,
+                        normalize=normalize)
+
+
+@register_method(kind="gradient", reference="pytorch-grad-cam 1.5.7",
+                 summary="ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij))",
+                 peers=("pytorch-grad-cam GradCAMElementWise",))
+def build_grad_cam_elementwise(split, x, target=None, *, link: str = "logit",
+                               counterfactual: bool = False, channels=None, neurons=None,
+                               upsample: bool = True, normalize: bool = True) -> Built:
+    """Grad-CAM element-wise (pytorch-grad-cam 1.5.7's GradCAMElementWise):
+    map = ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij)): HiResCAM with each product rectified."""
+    return _elementwise(split, x, target, "rectified", link=link,
+                        counterfactual=counterfactual, channels=channels, neurons=neurons,
+                        upsample=upsample, normalize=normalize)
+
+
+@register_method(kind="activation", reference="Muhammad & Yeasin, IJCNN 2020",
+                 summary="first principal component of A (no gradients, no class)",
+                 peers=("pytorch-grad-cam EigenCAM",))
+def build_eigen_cam(split, x, target=None, *, channels=None, neurons=None, upsample: bool = True,
+                    normalize: bool = True) -> Built:
+    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): the activations
+    projected on their first principal component, ReLU-ed.
+
+    No gradients and no class: ``target`` is accepted (for a uniform call) and ignored.
+    The projection's sign is fixed so that the component's channel loadings sum to a
+    non-negative value (:func:`jaxcam.weighting.first_component`); pytorch-grad-cam
+    1.5.7's EigenCAM takes whichever sign LAPACK returns, so where the two differ its map
+    is the ReLU of the negated projection. A selection zeroes the other activations
+    before the decomposition.
+    """
+    return _gradient_program(split, x, target, ActivationsMap(), link="logit",
+                             channels=channels, neurons=neurons, upsample=upsample,
+                             normalize=normalize, reduce="eigen")
+
+
+@register_method(kind="gradient", reference="pytorch-grad-cam 1.5.7",
+                 summary="first principal component of dY/dA * A",
+                 peers=("pytorch-grad-cam EigenGradCAM",))
+def build_eigen_grad_cam(split, x, target=None, *, link: str = "logit",
+                         counterfactual: bool = False, channels=None, neurons=None,
+                         upsample: bool = True, normalize: bool = True) -> Built:
+    """EigenGrad-CAM (pytorch-grad-cam 1.5.7): the first principal component of
+    dY/dA ⊙ A, ReLU-ed, with :func:`jaxcam.eigen_cam`'s sign convention."""
+    return _elementwise(split, x, target, "product", reduce="eigen", link=link,
+                        counterfactual=counterfactual, channels=channels, neurons=neurons,
+                        upsample=upsample, normalize=normalize)
+
+
+@register_method(kind="gradient", reference="Cai, 2025 (arXiv 2501.06261)",
+                 summary="sum_k mean_ij(g - H A / 2) A^k, exact Hessian-vector product, ReST",
+                 peers=("pytorch-grad-cam ShapleyCAM",),
+                 help={"link": '"rest" (default), "logit", "exp", "softmax" or "log_softmax".'})
+def build_shapley_cam(split, x, target=None, *, link: str = "rest", channels=None,
+                      neurons=None, upsample: bool = True, normalize: bool = True) -> Built:
+    """ShapleyCAM (Cai, 2025, arXiv 2501.06261), as pytorch-grad-cam 1.5.7's ShapleyCAM.
+
+    w_k = (1/Z) sum_ij (g - (1/2) H A)^k_ij, map = ReLU(sum_k w_k A^k), with g = dY/dA and
+    H A the Hessian of Y in the activations applied to A: the second-order estimate of
+    the score lost when the activations are removed. H A is exact: ``jax.jvp`` of the head
+    gradient along A (forward-over-reverse), the same quantity pytorch-grad-cam gets by
+    double backpropagation. On a piecewise-linear head with the logit, H = 0 and the map
+    is Grad-CAM's; the default ``link="rest"`` is pytorch-grad-cam's ReST target
+    (``ClassifierOutputReST``: S_c - CE(S, c) = S_c + log_softmax(S)_c), whose softmax
+    part gives the curvature.
+    """
+    return _gradient_program(split, x, target, ShapleyCAMMap(), link=link, hvp=True,
+                             channels=channels, neurons=neurons, upsample=upsample,
+                             normalize=normalize)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _finer_method(method) -> MethodInfo:
+    """FinerCAM's method: a registered method whose map comes from head derivatives."""
+    info = method_info(method)
+    if info.name == "finer_cam" or info.kind != "gradient":
+        raise ValueError(
+            f"finer_cam runs a gradient method on its contrast score (one whose map comes "
+            f"from the head's derivatives: {', '.join(_gradient_methods('finer_cam'))}); "
+            f"{info.name!r} " + ("is finer_cam itself" if info.name == "finer_cam" else
+                                 f"is {_a(info.kind)} method"))
+    return info
+
+
+@register_method(kind="gradient", traced=("alpha",), reference="Zhang et al., CVPR 2025",
+                 summary="a gradient method on the target contrasted with its nearest classes",
+                 peers=("pytorch-grad-cam FinerCAM",),
+                 help={"target": "None (each image's predicted class), an int or an int "
+                                 "array (B,): the class c.",
+                       "comparisons": "the ranks of the compared classes by logit distance "
+                                      "to c (1 = the most similar; pytorch-grad-cam: 1, 2, 3).",
+                       "alpha": "the weight of the compared classes' logits (1: a pure "
+                                "contrast; 0: c's own logit weighted by the others' "
+                                "probabilities; traced).",
+                       "method": 'the gradient method run on this score ("grad_cam", as '
+                                 'pytorch-grad-cam, or "grad_cam_pp", "layer_cam", ...).'})
+def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha: float = 1.0,
+                    method: str = "grad_cam", **options) -> Built:
+    """FinerCAM (Zhang et al., CVPR 2025, arXiv 2501.11309), as pytorch-grad-cam 1.5.7's
+    FinerCAM: ``method`` explaining the target class against its most similar classes.
+
+    The score is sum_j p_j (S_c - alpha S_j) / (sum_j p_j + 1e-9) (``FinerWeightedTarget``)
+    with p = softmax(S) (differentiated too) and j the classes ranked ``comparisons`` by
+    |S_j - S_c| on the clean image (rank 0 is c itself; ties in the order of the class
+    index). Chosen inside the compiled program, so a new target never recompiles.
+
+    Example::
+
+        maps = jaxcam.finer_cam(split, x, 282, comparisons=(1, 2))
+    """
+    if callable(target):
+        raise ValueError("finer_cam builds its own objective from the target class: pass "
+                         "None, an int or an int array (B,), not a callable")
+    info = _finer_method(method)
+    built = info.build(split, x, target, **options)      # checks the target and logits
+    n = split_shapes(split, x).outputs.shape[-1]
+    ranks = tuple(int(r) for r in np.atleast_1d(comparisons))
+    if not ranks or any(r < 1 or r >= n for r in ranks):
+        raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
+                         f"target by logit distance (1 = the most similar; 0 is the target "
+                         f"itself); got {comparisons!r}")
+    program = built.program
+    if not isinstance(program.measure, (HeadDerivatives, NoiseSmoothed)):
+        raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
+    measure = program.measure
+    inner = measure.inner if isinstance(measure, NoiseSmoothed) else measure
+    inner = inner.replace(objective=dataclasses.replace(inner.objective, contrast=ranks))
+    measure = measure.replace(inner=inner) if isinstance(measure, NoiseSmoothed) else inner
+    alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
+                                         x.dtype), built.classes.shape)
+    return built._replace(program=program.replace(measure=measure),
+                          classes=Contrast(built.classes, alpha))
+
+
+# --- noise smoothing of any gradient method
+
+def _gradient_methods(excluding: str = "") -> list[str]:
+    return [name for name in available_methods()
+            if method_info(name).kind == "gradient" and name != excluding]
+
+
+def smoothed(method: str | Callable) -> Callable:
+    """Noise smoothing of a gradient method: the method with its head derivatives
+    averaged over ``n_samples`` noisy copies of the input (the evidence is averaged, not
+    the maps: D1 for Grad-CAM, D1..D3 for Grad-CAM++, as Smooth Grad-CAM++ does).
+
+    The returned function takes the method's options plus ``key``, ``n_samples``,
+    ``noise``, ``sample_chunk`` and ``devices`` (:func:`jaxcam.smooth_grad_cam_pp`).
+
+    Example::
+
+        smooth_grad_cam = jaxcam.smoothed("grad_cam")
+        maps = smooth_grad_cam(split, x, 282, key=jax.random.key(0), n_samples=16)
+
+    Raises:
+      ValueError: an unknown method, one that is not gradient-based (no head derivatives
+        to average), or one that already draws noise (it takes a ``key``).
+    """
+    info = method_info(method)
+    smoothable = [n for n in _gradient_methods() if "key" not in method_info(n).needs]
+    if info.name not in smoothable:
+        why = ("already averages over noisy copies (it takes a key)" if "key" in info.needs
+               else f"is {_a(info.kind)} method, with no head derivatives to average")
+        raise ValueError(f"noise smoothing averages head derivatives: it applies to "
+                         f"{', '.join(smoothable)}; {info.name!r} {why}")
+    return noise_smoothed(info.build, info.name)
 
 
 def noise_smoothed(build: Callable, name: str) -> Callable:
@@ -617,167 +636,3 @@ def noise_smoothed(build: Callable, name: str) -> Callable:
         f"Options: those of :func:`jaxcam.{name}`, and key, n_samples, noise, "
         "sample_chunk and devices as :func:`jaxcam.smooth_grad_cam_pp`.")
     return smoothed
-
-
-# --- the rest of the gradient family and the decompositions
-
-_SHARED_ARGS = """split, x, target, link, counterfactual, channels, neurons, upsample,
-        normalize, layers, fuse, aug_smooth, eigen_smooth: as :func:`grad_cam`."""
-
-
-def xgrad_cam(split: Split, x: Array, target=None, *, link: str = "logit", eps: float = 0.0,
-              counterfactual: bool = False, channels=None, neurons=None,
-              upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """XGrad-CAM (Fu et al., BMVC 2020, arXiv 2008.02312).
-
-    w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) dY/dA^k_ij, map = ReLU(sum_k w_k A^k):
-    Grad-CAM with each gradient weighted by its activation's share of the channel.
-
-    Args:
-      eps: added to each channel's sum (traced). The paper: 0 (a channel summing to 0
-        weighs 0); pytorch-grad-cam 1.5.7's XGradCAM: 1e-7; torch-cam 0.5.0's: 1e-8.
-      Others: """ + _SHARED_ARGS + """
-
-    Example::
-
-        maps = jaxcam.xgrad_cam(split, x, 282)
-    """
-    return explain(build_xgrad_cam, split, x, target, link=link, eps=eps,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def layer_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-              counterfactual: bool = False, channels=None, neurons=None,
-              upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """LayerCAM (Jiang et al., IEEE TIP 2021): map = ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij).
-
-    Element-wise weights, so shallow layers give fine maps; fuse several with
-    ``layers=[...], fuse="layercam"`` (each layer's map scaled by tanh(2 M / max M), then
-    the element-wise maximum: the paper's eq. 9, as torch-cam 0.5.0's ``fuse_cams``).
-
-    Args:
-      """ + _SHARED_ARGS + """
-
-    Example::
-
-        maps = jaxcam.layer_cam(split, x, 282, layers=["layer2", "layer3", "layer4"],
-                                fuse="layercam")
-    """
-    return explain(build_layer_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def hires_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-              counterfactual: bool = False, channels=None, neurons=None,
-              upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """HiResCAM (Draelos & Carin, 2020, arXiv 2011.08891): map = ReLU(sum_k dY/dA^k ⊙ A^k).
-
-    The gradient multiplies each activation where it is, no spatial averaging: for a
-    head that ends in global average pooling and one linear layer the map is exactly the
-    class's contribution of every position (so it equals CAM there).
-
-    Args:
-      """ + _SHARED_ARGS + """
-    """
-    return explain(build_hires_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def grad_cam_elementwise(split: Split, x: Array, target=None, *, link: str = "logit",
-                         counterfactual: bool = False, channels=None, neurons=None,
-                         upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """Grad-CAM element-wise (pytorch-grad-cam 1.5.7's GradCAMElementWise):
-    map = ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij)): HiResCAM with each product rectified.
-
-    Args:
-      """ + _SHARED_ARGS + """
-    """
-    return explain(build_grad_cam_elementwise, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def eigen_cam(split: Split, x: Array, target=None, *, channels=None, neurons=None,
-              upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): the activations
-    projected on their first principal component, ReLU-ed.
-
-    No gradients and no class: ``target`` is accepted (for a uniform call) and ignored.
-    The projection's sign is fixed so that the component's channel loadings sum to a
-    non-negative value (:func:`jaxcam.weighting.first_component`); pytorch-grad-cam
-    1.5.7's EigenCAM takes whichever sign LAPACK returns, so where the two differ its map
-    is the ReLU of the negated projection.
-
-    Args:
-      split, x, channels, neurons, upsample, normalize, layers, fuse, aug_smooth: as
-        :func:`grad_cam` (a selection zeroes the other activations before the
-        decomposition).
-    """
-    return explain(build_eigen_cam, split, x, target, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def eigen_grad_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-                   counterfactual: bool = False, channels=None, neurons=None,
-                   upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """EigenGrad-CAM (pytorch-grad-cam 1.5.7): the first principal component of
-    dY/dA ⊙ A, ReLU-ed, with :func:`eigen_cam`'s sign convention.
-
-    Args:
-      """ + _SHARED_ARGS + """
-    """
-    return explain(build_eigen_grad_cam, split, x, target, link=link,
-                   counterfactual=counterfactual, channels=channels, neurons=neurons,
-                   upsample=upsample, normalize=normalize, **common)
-
-
-def shapley_cam(split: Split, x: Array, target=None, *, link: str = "rest", channels=None,
-                neurons=None, upsample: bool = True, normalize: bool = True,
-                **common) -> Array:
-    """ShapleyCAM (Cai, 2025, arXiv 2501.06261), as pytorch-grad-cam 1.5.7's ShapleyCAM.
-
-    w_k = (1/Z) sum_ij (g - (1/2) H A)^k_ij, map = ReLU(sum_k w_k A^k), with g = dY/dA and
-    H A the Hessian of Y in the activations applied to A: the second-order estimate of
-    the score lost when the activations are removed. H A is exact: ``jax.jvp`` of the head
-    gradient along A (forward-over-reverse), the same quantity pytorch-grad-cam gets by
-    double backpropagation. On a piecewise-linear head with the logit, H = 0 and the map
-    is Grad-CAM's; the default ``link="rest"`` is pytorch-grad-cam's ReST target
-    (``ClassifierOutputReST``: S_c - CE(S, c) = S_c + log_softmax(S)_c), whose softmax
-    part gives the curvature.
-
-    Args:
-      link: "rest" (default), "logit", "exp", "softmax" or "log_softmax".
-      Others: as :func:`grad_cam`.
-    """
-    return explain(build_shapley_cam, split, x, target, link=link, channels=channels,
-                   neurons=neurons, upsample=upsample, normalize=normalize, **common)
-
-
-def finer_cam(split: Split, x: Array, target=None, *, comparisons=(1, 2, 3),
-              alpha: float = 1.0, method: str = "grad_cam", **options) -> Array:
-    """FinerCAM (Zhang et al., CVPR 2025, arXiv 2501.11309), as pytorch-grad-cam 1.5.7's
-    FinerCAM: ``method`` explaining the target class against its most similar classes.
-
-    The score is sum_j p_j (S_c - alpha S_j) / (sum_j p_j + 1e-9) (``FinerWeightedTarget``)
-    with p = softmax(S) (differentiated too) and j the classes ranked ``comparisons`` by
-    |S_j - S_c| on the clean image (rank 0 is c itself; ties in the order of the class
-    index). Chosen inside the compiled program, so a new target never recompiles.
-
-    Args:
-      target: None (each image's predicted class), an int or an int array (B,): c.
-      comparisons: the ranks of the compared classes (pytorch-grad-cam: 1, 2, 3).
-      alpha: the weight of the compared classes' logits (traced; 1: a pure contrast,
-        0: the class's own logit weighted by the others' probabilities).
-      method: the gradient method to run on this score ("grad_cam", as pytorch-grad-cam,
-        or any other gradient method: "grad_cam_pp", "layer_cam", ...).
-      options: ``method``'s options, and the options every map method takes.
-
-    Example::
-
-        maps = jaxcam.finer_cam(split, x, 282, comparisons=(1, 2))
-    """
-    return explain(build_finer_cam, split, x, target, comparisons=comparisons, alpha=alpha,
-                   method=method, **options)

@@ -41,8 +41,8 @@ from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int, is_concrete
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, make_mesh
-from jaxcam._explain import explain
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
+from jaxcam._registry import register_method
 from jaxcam._split import Split, split_shapes
 from jaxcam.targets import Target
 from jaxcam._targets import Objective, resolve
@@ -260,30 +260,104 @@ def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chu
                  classes, key, mesh)
 
 
-def build_score_cam(split, x, target=None, *, variant="paper", baseline=0.0, top_n=None,
-                    mask_chunk=16, devices=None, upsample=True, normalize=True) -> Built:
+_SCORE_HELP = {
+    "target": "as :func:`jaxcam.grad_cam` (a callable target needs a variant other than "
+              "\"paper\", whose score is the softmax probability).",
+    "variant": '"paper" (w_k = p_c(x * H_k) - p_c(baseline)), "pytorch-grad-cam" or '
+               '"torchcam" (the softmax across channels of the masked inputs\' logits, as '
+               "those libraries compute it).",
+    "baseline": 'the baseline image of "paper": a number (a constant image, default 0: the '
+                "all-zero input) or an array broadcastable to x (traced).",
+}
+
+
+@register_method(kind="perturbation", traced=("baseline",), reference="Wang et al., CVPR-W 2020",
+                 summary="channel masks over the input, weighted by the target's score on each",
+                 peers=("pytorch-grad-cam ScoreCAM", "torch-cam ScoreCAM"), help=_SCORE_HELP)
+def build_score_cam(split, x, target=None, *, variant: str = "paper", baseline=0.0,
+                    top_n: int | None = None, mask_chunk: int = 16, devices=None,
+                    upsample: bool = True, normalize: bool = True) -> Built:
+    """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
+
+    map = ReLU(sum_k w_k A^k), w_k from the target's score on the input masked by channel
+    k's upsampled, min-max scaled activations H_k (module :mod:`jaxcam._perturbation`).
+
+    Cost: K forward passes of the whole network per image (``top_n`` of them with Faster
+    Score-CAM), ``mask_chunk`` masked images at a time.
+
+    Example::
+
+        maps = jaxcam.score_cam(split, x, 282, mask_chunk=32)
+    """
     return _build(split, x, target, variant=variant, mode="plain", top_n=top_n,
                   mask_chunk=mask_chunk, devices=devices, baseline=baseline,
                   upsample=upsample, normalize=normalize)
 
 
-def build_ss_cam(split, x, target=None, *, key, n_samples=35, sigma=2.0, top_n=None,
-                 mask_chunk=16, devices=None, upsample=True, normalize=True) -> Built:
+@register_method(kind="perturbation", traced=("sigma",),
+                 reference="Wang et al., 2020 (SS-CAM); torch-cam 0.5.0",
+                 summary="Score-CAM with scores averaged over noisy masks",
+                 peers=("torch-cam SSCAM",),
+                 help={"n_samples": "noisy masks per channel (torch-cam: 35).",
+                       "sigma": "the noise's standard deviation (torch-cam: 2.0; traced)."})
+def build_ss_cam(split, x, target=None, *, key, n_samples: int = 35, sigma: float = 2.0,
+                 top_n: int | None = None, mask_chunk: int = 16, devices=None,
+                 upsample: bool = True, normalize: bool = True) -> Built:
+    """SS-CAM (Wang et al., 2020, arXiv 2006.14255), as torchcam 0.5.0's SSCAM.
+
+    w = softmax_k((1/N) sum_i (logit_c(x * (H_k + delta_ik)) - logit_c(x))) with torch-cam's
+    masks H_k (:func:`jaxcam.score_cam`, variant "torchcam") and noise delta_ik ~
+    N(0, sigma^2) of the input's (H, W): for sample i and channel k, ``sigma *
+    jax.random.normal(jax.random.split(jax.random.split(key, n_samples)[i], K)[k], (H, W))``,
+    the same for every image of the batch.
+    """
     return _build(split, x, target, variant="torchcam", mode="noisy", n_samples=n_samples,
                   top_n=top_n, mask_chunk=mask_chunk, devices=devices, sigma=sigma,
                   upsample=upsample, normalize=normalize, key=check_key(key))
 
 
-def build_is_cam(split, x, target=None, *, n_samples=10, top_n=None, mask_chunk=16,
-                 devices=None, upsample=True, normalize=True) -> Built:
+@register_method(kind="perturbation", reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
+                 summary="Score-CAM with scores integrated over scaled masks",
+                 peers=("torch-cam ISCAM",),
+                 help={"n_samples": "integration steps (torch-cam: 10)."})
+def build_is_cam(split, x, target=None, *, n_samples: int = 10, top_n: int | None = None,
+                 mask_chunk: int = 16, devices=None, upsample: bool = True,
+                 normalize: bool = True) -> Built:
+    """IS-CAM (Naidu et al., 2020, arXiv 2010.03023), as torchcam 0.5.0's ISCAM.
+
+    w = softmax_k((1/N) sum_i (logit_c(c_i x * H_k) - logit_c(x))) with torch-cam's masks
+    H_k and the cumulative coefficients c_i = sum_{j=1}^{i} j / N, i = 1..N.
+    """
     return _build(split, x, target, variant="torchcam", mode="integrated",
                   n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk, devices=devices,
                   upsample=upsample, normalize=normalize)
 
 
-def build_ablation_cam(split, x, target=None, *, link="logit", value=0.0,
-                       ablation_chunk=32, devices=None, upsample=True,
-                       normalize=True) -> Built:
+@register_method(kind="perturbation", traced=("value",), reference="Desai & Ramaswamy, WACV 2020",
+                 summary="sum_k (Y - Y_k) / Y A^k, channel k ablated, through the head alone",
+                 peers=("pytorch-grad-cam AblationCAM",),
+                 help={"link": '"logit" (as pytorch-grad-cam\'s ``ClassifierOutputTarget``), '
+                               '"exp", "softmax", "log_softmax" or "rest".',
+                       "value": "what an ablated activation is set to (traced).",
+                       "ablation_chunk": "ablated channels evaluated together (memory: that "
+                                         "many copies of A through the head at once)."})
+def build_ablation_cam(split, x, target=None, *, link: str = "logit", value: float = 0.0,
+                       ablation_chunk: int = 32, devices=None, upsample: bool = True,
+                       normalize: bool = True) -> Built:
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020), as pytorch-grad-cam 1.5.7's AblationCAM.
+
+    w_k = (Y - Y_k) / Y, map = ReLU(sum_k w_k A^k), with Y the target's score (the logit
+    by default) and Y_k the score with feature map k of A set to ``value``. Only the head
+    runs on the ablated activations: K head evaluations, ``ablation_chunk`` at a time
+    with ``vmap``, against K whole-network passes for a library that ablates by hooks.
+    pytorch-grad-cam sets the ablated channel to 0 when the layer's minimum is 0 (every
+    post-ReLU layer), and to (its running minimum - 1e7) otherwise; jaxcam uses ``value``
+    (0 by default) everywhere. Where Y = 0 the weights are 0 (never infinite).
+
+    Example::
+
+        maps = jaxcam.ablation_cam(split, x, 282, ablation_chunk=64)
+    """
     ablation_chunk = check_positive_int("ablation_chunk", ablation_chunk)
     objective, classes = resolve(split, x, target, link)
     mesh = make_mesh(devices)
@@ -309,113 +383,3 @@ def _check_baseline(baseline, x):
     if is_concrete(arr) and not np.all(np.isfinite(np.asarray(arr))):
         raise ValueError("baseline contains NaN or infinite values")
     return jnp.asarray(arr, x.dtype)
-
-
-def score_cam(split: Split, x: Array, target=None, *, variant: str = "paper",
-              baseline=0.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
-              upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
-
-    map = ReLU(sum_k w_k A^k), w_k from the target's score on the input masked by channel
-    k's upsampled, min-max scaled activations H_k. ``variant="paper"``:
-    w_k = p_c(x * H_k) - p_c(baseline); "pytorch-grad-cam" and "torchcam": the softmax
-    across channels of the masked inputs' logits, as those libraries compute it (module
-    :mod:`jaxcam._perturbation`).
-
-    Cost: K forward passes of the whole network per image (``top_n`` of them with Faster
-    Score-CAM), ``mask_chunk`` masked images at a time.
-
-    Args:
-      split, x, target, upsample, normalize: as :func:`jaxcam.grad_cam` (a callable target
-        needs a variant other than "paper", whose score is the softmax probability).
-      variant: "paper", "pytorch-grad-cam" or "torchcam".
-      baseline: the baseline image of "paper": a number (a constant image, default 0: the
-        all-zero input) or an array broadcastable to x (traced: a new one does not
-        recompile).
-      top_n: Faster Score-CAM: score only the ``top_n`` channels of largest spatial
-        variance of each image; the others weigh 0 (the softmax variants normalise over
-        the scored channels).
-      mask_chunk: masked inputs evaluated together (memory: that many images through the
-        network at once).
-      devices: split each chunk of masked inputs across these devices.
-
-    Returns:
-      Maps (B, H, W), or (B, h, w) with ``upsample=False``.
-
-    Example::
-
-        maps = jaxcam.score_cam(split, x, 282, mask_chunk=32)
-    """
-    return explain(build_score_cam, split, x, target, variant=variant, baseline=baseline,
-                   top_n=top_n, mask_chunk=mask_chunk, devices=devices, upsample=upsample,
-                   normalize=normalize, **common)
-
-
-def ss_cam(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 35,
-           sigma: float = 2.0, top_n: int | None = None, mask_chunk: int = 16, devices=None,
-           upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """SS-CAM (Wang et al., 2020, arXiv 2006.14255), as torchcam 0.5.0's SSCAM.
-
-    w = softmax_k((1/N) sum_i (logit_c(x * (H_k + delta_ik)) - logit_c(x))) with torch-cam's
-    masks H_k (:func:`score_cam`, variant "torchcam") and noise delta_ik ~ N(0, sigma^2)
-    of the input's (H, W): for sample i and channel k, ``sigma * jax.random.normal(
-    jax.random.split(jax.random.split(key, n_samples)[i], K)[k], (H, W))``, the same for
-    every image of the batch.
-
-    Args:
-      key: a ``jax.random`` key (typed or legacy).
-      n_samples: noisy masks per channel (torch-cam: 35).
-      sigma: the noise's standard deviation (torch-cam: 2.0; traced).
-      Others: as :func:`score_cam`.
-    """
-    return explain(build_ss_cam, split, x, target, key=key, n_samples=n_samples, sigma=sigma,
-                   top_n=top_n, mask_chunk=mask_chunk, devices=devices, upsample=upsample,
-                   normalize=normalize, **common)
-
-
-def is_cam(split: Split, x: Array, target=None, *, n_samples: int = 10,
-           top_n: int | None = None, mask_chunk: int = 16, devices=None,
-           upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """IS-CAM (Naidu et al., 2020, arXiv 2010.03023), as torchcam 0.5.0's ISCAM.
-
-    w = softmax_k((1/N) sum_i (logit_c(c_i x * H_k) - logit_c(x))) with torch-cam's masks
-    H_k and the cumulative coefficients c_i = sum_{j=1}^{i} j / N, i = 1..N.
-
-    Args:
-      n_samples: integration steps (torch-cam: 10).
-      Others: as :func:`score_cam`.
-    """
-    return explain(build_is_cam, split, x, target, n_samples=n_samples, top_n=top_n,
-                   mask_chunk=mask_chunk, devices=devices, upsample=upsample,
-                   normalize=normalize, **common)
-
-
-def ablation_cam(split: Split, x: Array, target=None, *, link: str = "logit",
-                 value: float = 0.0, ablation_chunk: int = 32, devices=None,
-                 upsample: bool = True, normalize: bool = True, **common) -> Array:
-    """Ablation-CAM (Desai & Ramaswamy, WACV 2020), as pytorch-grad-cam 1.5.7's AblationCAM.
-
-    w_k = (Y - Y_k) / Y, map = ReLU(sum_k w_k A^k), with Y the target's score (the logit
-    by default) and Y_k the score with feature map k of A set to ``value``. Only the head
-    runs on the ablated activations: K head evaluations, ``ablation_chunk`` at a time
-    with ``vmap``, against K whole-network passes for a library that ablates by hooks.
-    pytorch-grad-cam sets the ablated channel to 0 when the layer's minimum is 0 (every
-    post-ReLU layer), and to (its running minimum - 1e7) otherwise; jaxcam uses ``value``
-    (0 by default) everywhere. Where Y = 0 the weights are 0 (never infinite).
-
-    Args:
-      link: "logit" (as pytorch-grad-cam's ``ClassifierOutputTarget``), "exp",
-        "softmax", "log_softmax" or "rest".
-      value: what an ablated activation is set to (traced).
-      ablation_chunk: ablated channels evaluated together (memory: that many copies of A
-        through the head at once).
-      devices: split each chunk across these devices.
-      Others: as :func:`jaxcam.grad_cam`.
-
-    Example::
-
-        maps = jaxcam.ablation_cam(split, x, 282, ablation_chunk=64)
-    """
-    return explain(build_ablation_cam, split, x, target, link=link, value=value,
-                   ablation_chunk=ablation_chunk, devices=devices, upsample=upsample,
-                   normalize=normalize, **common)

@@ -1,19 +1,140 @@
-"""Every CAM method by name: what it needs, what it returns, how it is built.
+"""Every CAM method by name, each declared once.
 
-The command line's choices, the README's method table and the shared test suite are all
-read from :data:`METHODS`; a method added here appears in all three.
+A method is its builder, ``build(split, x, target=None, *, options) -> Built`` (the
+program and its traced arguments), decorated with :func:`register_method`: the decorator
+reads the options, their defaults and types from the builder's signature and their help
+from :data:`OPTION_HELP` (or the declaration's own ``help``), and derives everything else:
+
+- the public function ``jaxcam.<name>(split, x, target=None, **options) -> maps``, with
+  its signature and a docstring whose option list is generated;
+- the :class:`MethodInfo` that the command line (``--method`` choices and
+  ``name:option=value``), the README's method table and the shared test suite read.
+
+This module imports no method: the families (:mod:`jaxcam._methods`,
+:mod:`jaxcam._perturbation`, :mod:`jaxcam._guided`) import it and declare theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import textwrap
 from collections.abc import Callable
+from typing import Any
 
-from jaxcam import _methods as M
-from jaxcam import _perturbation as P
+from jaxcam._explain import explain
 
 KINDS = ("gradient", "activation", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")
+RETURNS = ("map", "input_gradients")
+# the options every map method takes (:func:`jaxcam._explain.explain`), with their defaults
+SHARED_OPTIONS = {"layers": None, "fuse": "mean", "aug_smooth": False, "augmentations": None,
+                  "eigen_smooth": False}
+
+# One line of help per option name; a declaration's ``help`` overrides an entry where the
+# option means something particular to its method.
+OPTION_HELP = {
+    "split": "the model split at the target layer (:func:`jaxcam.models.load`).",
+    "x": "preprocessed images (B, H, W, C).",
+    "target": "None (each image's predicted class), an int, an int array (B,), a target "
+              "of :mod:`jaxcam.targets` (segmentation, boxes, embeddings, ...; traced) or a "
+              "callable ``outputs -> scores (B,)``.",
+    "link": '"logit", "exp", "softmax" or "log_softmax": the function of the logits whose '
+            "derivatives are used.",
+    "counterfactual": "explain what lowers the score (negated gradients).",
+    "channels": "feature-map selection (Omeiza et al., 2019): channel indices k whose maps "
+                "alone contribute (the others' activations and derivatives set to 0); "
+                "None: all. Traced.",
+    "neurons": "neuron selection: a box ``(i0, j0, i1, j1)`` (rows i0..i1-1, columns "
+               "j0..j1-1, feature-map coordinates) or a list of ``(i, j)``; every other "
+               "activation set to 0; the derivatives are the unmodified network's. Traced.",
+    "upsample": "bilinearly resize the maps to the input's (H, W).",
+    "normalize": "min-max scale each map to [0, 1] (an all-zero map stays zero).",
+    "derivatives": '"approx" (the closed form g^2, g^3 of eq. 19) or "exact" (the true pure '
+                   "derivatives, :func:`jaxcam.pure_derivatives`).",
+    "engine": 'the exact derivatives\' engine: "linearised" (piecewise-linear heads), '
+              '"generic" (any head; one Taylor expansion per activation) or "auto" '
+              "(linearised when ``split.piecewise_linear_head``).",
+    "chunk_size": "activations (directions) the exact engines handle together; bounds "
+                  "their memory (None: all at once).",
+    "eps": "added to the weights' denominator (traced).",
+    "key": "a ``jax.random`` key, typed (``jax.random.key(seed)``) or legacy "
+           "(``jax.random.PRNGKey(seed)``); the same seed gives the same map either way.",
+    "n_samples": "the number of noisy copies (>= 1).",
+    "noise": "the noise spread relative to each image's value range (>= 0; traced).",
+    "sample_chunk": "noisy copies evaluated together (None: near-equal chunks of at most 8 "
+                    "per device); rounded up to a multiple of the device count.",
+    "devices": "devices to split the copies, masks or ablations across, e.g. "
+               "``jax.devices()`` (None: the default device alone).",
+    "top_n": "Faster Score-CAM: score only the ``top_n`` channels of largest spatial "
+             "variance of each image; the others weigh 0 (None: every channel).",
+    "mask_chunk": "masked inputs evaluated together (memory: that many images through the "
+                  "network at once).",
+    "layers": "several cuts of the same network: layer names (re-cut by "
+              ":meth:`jaxcam.Split.at`) or :class:`jaxcam.Split` objects; each layer's map "
+              "is normalised at its own resolution, resized to the input and fused by "
+              "``fuse`` (None: the split's layer).",
+    "fuse": '"mean" (pytorch-grad-cam), "max", or "layercam" (tanh(2 M / max M) per layer, '
+            "then the element-wise maximum, as torch-cam's LayerCAM).",
+    "aug_smooth": "test-time augmentation: the maps of pytorch-grad-cam's six copies "
+                  "(horizontal flip x intensity 0.9, 1, 1.1), each flipped back, averaged.",
+    "augmentations": "the copies to average instead: a list of :class:`jaxcam.Augment`.",
+    "eigen_smooth": "the map is the first principal component of the weighted activations "
+                    "(:func:`jaxcam.weighting.first_component`) instead of their channel sum.",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of a method, read from its builder's signature.
+
+    Attributes:
+      name: the keyword.
+      default: its default (:data:`inspect.Parameter.empty` when it is required).
+      type: the annotation, as written (e.g. ``"int | None"``; "" when there is none).
+      help: one line.
+      traced: a new value never recompiles.
+    """
+
+    name: str
+    default: Any
+    type: str
+    help: str
+    traced: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def parse(self, text: str):
+        """The value of ``text`` given on the command line (``name:option=value``).
+
+        Raises:
+          ValueError: the text is not a value of the option's type, or the option is not
+            a number, a flag or a word.
+        """
+        kinds = [t.strip() for t in self.type.split("|")]
+        if text == "None" and "None" in kinds:
+            return None
+        for kind, convert in (("bool", _parse_bool), ("int", int), ("float", float),
+                              ("str", str)):
+            if kind in kinds:
+                try:
+                    return convert(text)
+                except ValueError:
+                    continue
+        if not set(kinds) & {"bool", "int", "float", "str"}:
+            raise ValueError(f"option {self.name!r} ({self.type or 'untyped'}) cannot be set "
+                             "from the command line; call the method from Python")
+        raise ValueError(f"option {self.name}={text!r}: expected {self.type}")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,9 +143,9 @@ class MethodInfo:
 
     Attributes:
       name: the public function's name, ``jaxcam.<name>``.
-      function: ``f(split, x, target=None, *, options) -> maps``.
+      function: ``f(split, x, target=None, *, options) -> maps``, derived from ``build``.
       build: ``build(split, x, target, **options) -> Built`` (the program and its traced
-        arguments); the noise-smoothing combinator and FinerCAM build on it.
+        arguments); noise smoothing (:func:`jaxcam.smoothed`) and FinerCAM build on it.
       kind: "gradient" (head derivatives at the cut; noise smoothing applies),
         "activation" (the activations alone), "perturbation" (forward passes of masked
         inputs, or head passes of ablated activations) or "guided" (input gradients).
@@ -32,95 +153,206 @@ class MethodInfo:
       needs: what the call needs beyond a split and images: "key" (a ``jax.random``
         key), "guided" (``Split(guided=...)``), "gap_linear_head" (a global-average-pool
         + linear head).
-      traced: the numeric options that are traced (a new value never recompiles).
+      options: the method's own options, in its signature's order.
+      traced: the names of the numeric options that are traced (a new value never
+        recompiles).
       selectable: takes ``channels=`` and ``neurons=`` (feature-map and neuron
         selection, traced too).
       reference: the paper (or library) the method follows.
       summary: one line: what the map is.
+      peers: the peer libraries' equivalents, e.g. ``("pytorch-grad-cam GradCAM",)``.
+      passes_options: the builder takes ``**options`` on to another method's.
     """
 
     name: str
     function: Callable
-    build: Callable | None
+    build: Callable
     kind: str
     returns: str = "map"
     needs: frozenset = frozenset()
+    options: tuple[Option, ...] = ()
     traced: tuple[str, ...] = ()
     selectable: bool = False
     reference: str = ""
     summary: str = ""
+    peers: tuple[str, ...] = ()
+    passes_options: bool = False
+
+    def option(self, name: str) -> Option:
+        """The option called ``name``.
+
+        Raises:
+          ValueError: the method has no such option, naming those it has.
+        """
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise ValueError(f"{self.name} has no option {name!r}; its options are "
+                         f"{', '.join(o.name for o in self.options)}")
 
 
-_ENTRIES = [
-    MethodInfo("cam", M.cam, M.build_cam, "gradient", needs=frozenset({"gap_linear_head"}),
-               selectable=True, reference="Zhou et al., CVPR 2016",
-               summary="sum_k W[c, k] A^k with the linear layer's class weights"),
-    MethodInfo("grad_cam", M.grad_cam, M.build_grad_cam, "gradient",
-               selectable=True, reference="Selvaraju et al., ICCV 2017",
-               summary="ReLU(sum_k mean_ij(dY/dA^k) A^k)"),
-    MethodInfo("grad_cam_pp", M.grad_cam_pp, M.build_grad_cam_pp, "gradient",
-               traced=("eps",), selectable=True, reference="Chattopadhyay et al., WACV 2018",
-               summary="pixel-weighted gradients, alpha from D2, D3: closed form or exact"),
-    MethodInfo("smooth_grad_cam_pp", M.smooth_grad_cam_pp, None, "gradient",
-               needs=frozenset({"key"}), traced=("eps", "noise"),
-               selectable=True, reference="Omeiza et al., 2019",
-               summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input"),
-    MethodInfo("xgrad_cam", M.xgrad_cam, M.build_xgrad_cam, "gradient", traced=("eps",),
-               selectable=True, reference="Fu et al., BMVC 2020",
-               summary="sum_k w_k A^k, w_k = sum_ij (A^k_ij / sum_ab A^k_ab) dY/dA^k_ij"),
-    MethodInfo("layer_cam", M.layer_cam, M.build_layer_cam, "gradient", selectable=True,
-               reference="Jiang et al., IEEE TIP 2021",
-               summary="ReLU(sum_k ReLU(dY/dA^k_ij) A^k_ij), element-wise"),
-    MethodInfo("hires_cam", M.hires_cam, M.build_hires_cam, "gradient", selectable=True,
-               reference="Draelos & Carin, 2020",
-               summary="ReLU(sum_k dY/dA^k_ij A^k_ij), element-wise"),
-    MethodInfo("grad_cam_elementwise", M.grad_cam_elementwise, M.build_grad_cam_elementwise,
-               "gradient", selectable=True, reference="pytorch-grad-cam 1.5.7",
-               summary="ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij))"),
-    MethodInfo("eigen_cam", M.eigen_cam, M.build_eigen_cam, "activation", selectable=True,
-               reference="Muhammad & Yeasin, IJCNN 2020",
-               summary="first principal component of A (no gradients, no class)"),
-    MethodInfo("eigen_grad_cam", M.eigen_grad_cam, M.build_eigen_grad_cam, "gradient",
-               selectable=True, reference="pytorch-grad-cam 1.5.7",
-               summary="first principal component of dY/dA * A"),
-    MethodInfo("shapley_cam", M.shapley_cam, M.build_shapley_cam, "gradient",
-               selectable=True, reference="Cai, 2025 (arXiv 2501.06261)",
-               summary="sum_k mean_ij(g - H A / 2) A^k, exact Hessian-vector product, ReST"),
-    MethodInfo("finer_cam", M.finer_cam, M.build_finer_cam, "gradient", traced=("alpha",),
-               selectable=True, reference="Zhang et al., CVPR 2025",
-               summary="a gradient method on the target contrasted with its nearest classes"),
-    MethodInfo("score_cam", P.score_cam, P.build_score_cam, "perturbation", traced=("baseline",),
-               reference="Wang et al., CVPR-W 2020",
-               summary="channel masks over the input, weighted by the target's score on each"),
-    MethodInfo("ss_cam", P.ss_cam, P.build_ss_cam, "perturbation", needs=frozenset({"key"}),
-               traced=("sigma",), reference="Wang et al., 2020 (SS-CAM); torch-cam 0.5.0",
-               summary="Score-CAM with scores averaged over noisy masks"),
-    MethodInfo("is_cam", P.is_cam, P.build_is_cam, "perturbation",
-               reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
-               summary="Score-CAM with scores integrated over scaled masks"),
-    MethodInfo("ablation_cam", P.ablation_cam, P.build_ablation_cam, "perturbation",
-               traced=("value",), reference="Desai & Ramaswamy, WACV 2020",
-               summary="sum_k (Y - Y_k) / Y A^k, channel k ablated, through the head alone"),
-    MethodInfo("guided_backprop", M.guided_backprop, M.build_guided_backprop, "guided",
-               returns="input_gradients", needs=frozenset({"guided"}),
-               reference="Springenberg et al., ICLR-W 2015",
-               summary="dY/dx through ReLUs that pass only positive gradients"),
-    MethodInfo("guided_grad_cam", M.guided_grad_cam, M.build_guided_grad_cam, "guided",
-               returns="input_gradients", needs=frozenset({"guided"}),
-               selectable=True, reference="Selvaraju et al., ICCV 2017",
-               summary="the Grad-CAM map times the guided-backpropagation gradients"),
-]
-
-METHODS: dict[str, MethodInfo] = {m.name: m for m in _ENTRIES}
+METHODS: dict[str, MethodInfo] = {}
 
 
-def register(info: MethodInfo) -> None:
-    """Adds a method to the registry (its name must be new)."""
-    if info.name in METHODS:
-        raise ValueError(f"a method named {info.name!r} is already registered")
-    if info.kind not in KINDS or not set(info.needs) <= set(NEEDS):
-        raise ValueError(f"kind must be one of {KINDS} and needs a subset of {NEEDS}")
-    METHODS[info.name] = info
+def register_method(*, kind: str, reference: str, summary: str, returns: str = "map",
+                    needs=(), traced=(), peers=(), help: dict | None = None,
+                    name: str | None = None) -> Callable:
+    """Declares a method: decorates its builder ``build_<name>`` and registers it.
+
+    The builder is ``build(split, x, target=None, *, options) -> Built`` with every option
+    keyword-only, annotated and defaulted (a required option, like ``key``, has no
+    default). The method's public function, its docstring's option list, the command
+    line's choices and the README's table are derived from the declaration.
+
+    Args:
+      kind, returns, needs, reference, summary, peers: as :class:`MethodInfo`; "key" is
+        added to ``needs`` when the builder requires a ``key``.
+      traced: the options whose new values never recompile.
+      help: one line per option that :data:`OPTION_HELP` lacks, or that means something
+        particular to this method.
+      name: the public name (default: the builder's name without ``build_``).
+
+    Returns:
+      The decorator, which returns the builder unchanged.
+
+    Example::
+
+        @jaxcam.register_method(kind="gradient", reference="my paper, 2026",
+                                summary="Grad-CAM of the softmax")
+        def build_softmax_grad_cam(split, x, target=None, *, upsample: bool = True):
+            return jaxcam.method_info("grad_cam").build(split, x, target, link="softmax",
+                                                        upsample=upsample)
+
+        maps = jaxcam.softmax_grad_cam(split, x, 282)
+    """
+    def declare(build: Callable) -> Callable:
+        info = _method_info(build, name or build.__name__.removeprefix("build_"), kind=kind,
+                            returns=returns, needs=frozenset(needs), traced=tuple(traced),
+                            reference=reference, summary=summary, peers=tuple(peers),
+                            help=dict(help or {}))
+        if info.name in METHODS:
+            raise ValueError(f"a method named {info.name!r} is already registered")
+        METHODS[info.name] = info
+        return build
+
+    return declare
+
+
+def _method_info(build: Callable, name: str, *, help: dict, **fields) -> MethodInfo:
+    if not name.isidentifier():
+        raise ValueError(f"a method's name must be a Python identifier, got {name!r}")
+    if fields["kind"] not in KINDS or fields["returns"] not in RETURNS:
+        raise ValueError(f"kind must be one of {KINDS} and returns one of {RETURNS}")
+    params = list(inspect.signature(build).parameters.values())
+    if [p.name for p in params[:3]] != ["split", "x", "target"]:
+        raise ValueError(f"build_{name} must begin (split, x, target=None, *, ...)")
+    passes = any(p.kind is p.VAR_KEYWORD for p in params)
+    options = []
+    for p in params[3:]:
+        if p.kind is p.VAR_KEYWORD:
+            continue
+        if p.kind is not p.KEYWORD_ONLY:
+            raise ValueError(f"build_{name}: option {p.name!r} must be keyword-only")
+        text = help.get(p.name, OPTION_HELP.get(p.name))
+        if not text:
+            raise ValueError(f"build_{name}: option {p.name!r} has no help: declare "
+                             f"help={{{p.name!r}: '...'}}")
+        annotation = "" if p.annotation is p.empty else str(p.annotation)
+        options.append(Option(p.name, p.default, annotation, text,
+                              p.name in fields["traced"]))
+    names = {o.name for o in options}
+    unknown = set(fields["traced"]) - names
+    if unknown or not set(fields["needs"]) <= set(NEEDS):
+        raise ValueError(f"build_{name}: traced options {sorted(unknown)} are not options, "
+                         f"or needs is not a subset of {NEEDS}")
+    needs = fields.pop("needs") | ({"key"} if "key" in names and next(
+        o for o in options if o.name == "key").required else set())
+    # a method that passes its options on (FinerCAM) takes its inner method's selection
+    selectable = {"channels", "neurons"} <= names or passes
+    info = MethodInfo(name=name, function=build, build=build, needs=frozenset(needs),
+                      options=tuple(options), selectable=selectable,
+                      passes_options=passes, **fields)
+    return dataclasses.replace(info, function=_public_function(info, build.__doc__ or "", help))
+
+
+def _public_function(info: MethodInfo, doc: str, help: dict) -> Callable:
+    """``jaxcam.<name>``: the options checked against the declaration, then
+    :func:`jaxcam._explain.explain` of the builder."""
+    known = {o.name for o in info.options} | set(SHARED_OPTIONS)
+    required = [o.name for o in info.options if o.required]
+
+    def method(split, x, target=None, **options):
+        unknown = sorted(set(options) - known)
+        if unknown and not info.passes_options:
+            raise TypeError(f"{info.name}() got an unexpected keyword argument "
+                            f"{unknown[0]!r}; its options are "
+                            f"{', '.join(o.name for o in info.options)} and "
+                            f"{', '.join(SHARED_OPTIONS)}")
+        missing = [o for o in required if o not in options]
+        if missing:
+            raise TypeError(f"{info.name}() missing required keyword argument "
+                            f"{missing[0]!r}: {info.option(missing[0]).help}")
+        return explain(info.build, split, x, target, **options)
+
+    method.__name__ = method.__qualname__ = info.name
+    method.__module__ = "jaxcam"
+    method.__doc__ = _docstring(info, doc, help)
+    method.__signature__ = _signature(info)
+    return method
+
+
+def _signature(info: MethodInfo) -> inspect.Signature:
+    P = inspect.Parameter
+    params = [P("split", P.POSITIONAL_OR_KEYWORD), P("x", P.POSITIONAL_OR_KEYWORD),
+              P("target", P.POSITIONAL_OR_KEYWORD, default=None)]
+    params += [P(o.name, P.KEYWORD_ONLY, default=o.default,
+                 annotation=o.type or P.empty) for o in info.options]
+    params += [P(n, P.KEYWORD_ONLY, default=d) for n, d in SHARED_OPTIONS.items()]
+    if info.passes_options:
+        params.append(P("options", P.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+def _default_text(option: Option) -> str:
+    if option.required:
+        return "required"
+    return f"default {option.default!r}" + ("; traced" if option.traced else "")
+
+
+def _docstring(info: MethodInfo, doc: str, help: dict) -> str:
+    """The builder's description, then the generated arguments, returns, peers and the
+    builder's example."""
+    doc = inspect.cleandoc(doc)
+    description, _, example = doc.partition("Example::")
+    lines = [description.rstrip(), "", "Args:"]
+    for name in ("split", "x", "target"):
+        lines += _wrap(f"{name}: {help.get(name, OPTION_HELP[name])}")
+    for option in info.options:
+        lines += _wrap(f"{option.name} ({_default_text(option)}): {option.help}")
+    if info.passes_options:
+        lines += _wrap("options: passed on to the method it runs.")
+    if info.returns == "map" and info.name == "grad_cam":
+        for name, default in SHARED_OPTIONS.items():
+            lines += _wrap(f"{name} (default {default!r}): {OPTION_HELP[name]}")
+    elif info.returns == "map":
+        lines += _wrap(f"{', '.join(SHARED_OPTIONS)}: the options every map method takes, "
+                       "as :func:`jaxcam.grad_cam`.")
+    lines += ["", "Returns:"]
+    lines += _wrap("Maps (B, H, W) in [0, 1], or (B, h, w) at the layer's resolution with "
+                  "``upsample=False``." if info.returns == "map" else
+                  "Input gradients (B, H, W, C).")
+    if info.peers:
+        lines += ["", f"Peers: {'; '.join(info.peers)}."]
+    lines += ["", f"Reference: {info.reference}."]
+    if example.strip():
+        lines += ["", "Example::", "", textwrap.indent(textwrap.dedent(example.strip("\n")),
+                                                       "    ")]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def _wrap(text: str) -> list[str]:
+    """One docstring entry, wrapped at 88 columns with a hanging indent."""
+    return textwrap.wrap(text, 86, initial_indent="  ", subsequent_indent="    ")
 
 
 def available_methods() -> list[str]:
@@ -129,40 +361,16 @@ def available_methods() -> list[str]:
 
 
 def method_info(method: str | Callable) -> MethodInfo:
-    """The :class:`MethodInfo` of a method given by name or by its function.
+    """The :class:`MethodInfo` of a method given by name, public function or builder.
 
     Raises:
       ValueError: not a registered method, naming the registered ones.
     """
     for info in METHODS.values():
-        if method == info.name or method is info.function:
+        if method == info.name or method is info.function or method is info.build:
             return info
     raise ValueError(f"unknown method {getattr(method, '__name__', method)!r}; the "
                      f"registered methods are {available_methods()}")
-
-
-def smoothed(method: str | Callable) -> Callable:
-    """Noise smoothing of any gradient method: the method with its head derivatives
-    averaged over ``n_samples`` noisy copies of the input (the evidence is averaged, not
-    the maps: D1 for Grad-CAM, D1..D3 for Grad-CAM++, as Smooth Grad-CAM++ does).
-
-    The returned function takes the method's options plus ``key``, ``n_samples``,
-    ``noise``, ``sample_chunk`` and ``devices`` (:func:`jaxcam.smooth_grad_cam_pp`).
-
-    Example::
-
-        smooth_grad_cam = jaxcam.smoothed("grad_cam")
-        maps = smooth_grad_cam(split, x, 282, key=jax.random.key(0), n_samples=16)
-
-    Raises:
-      ValueError: an unknown method, or one that is not gradient-based.
-    """
-    info = method_info(method)
-    if info.kind != "gradient" or info.build is None:
-        raise ValueError(f"noise smoothing averages head derivatives: it applies to the "
-                         f"gradient methods {[m.name for m in METHODS.values() if m.kind == 'gradient' and m.build]}, "
-                         f"not to {info.name!r}")
-    return M.noise_smoothed(info.build, info.name)
 
 
 def _needs_text(info: MethodInfo) -> str:
@@ -171,10 +379,11 @@ def _needs_text(info: MethodInfo) -> str:
 
 def method_table() -> str:
     """The registry as a Markdown table (the README's method table)."""
-    rows = ["| method | map | needs | returns | traced options | reference |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| method | map | needs | returns | traced options | reference | peers |",
+            "|---|---|---|---|---|---|---|"]
     for info in METHODS.values():
         traced = [f"`{t}`" for t in info.traced] + (["selection"] if info.selectable else [])
         rows.append(f"| `{info.name}` | {info.summary} | {_needs_text(info)} | {info.returns} "
-                    f"| {', '.join(traced) or '-'} | {info.reference} |")
+                    f"| {', '.join(traced) or '-'} | {info.reference} "
+                    f"| {'; '.join(info.peers) or '-'} |")
     return "\n".join(rows) + "\n"

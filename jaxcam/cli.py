@@ -625,6 +625,14 @@ def _methods(args) -> int:
     if args.markdown:
         _say(jaxcam.method_table().rstrip("\n"))
         return 0
+    if args.name:
+        info = jaxcam.method_info(args.name)     # an unknown name names the registered ones
+        _say(f"{info.name}: {info.summary} ({info.reference})", *(
+            f"  {o.name} ({o.type or 'any'}, "
+            + ("required" if o.required else f"default {o.default!r}") + f"): {o.help}"
+            for o in info.options), "",
+            f"Set an option with --method {info.name}:OPTION=VALUE (numbers, flags, words).")
+        return 0
     lines = []
     for name in jaxcam.available_methods():
         info = jaxcam.method_info(name)
@@ -652,8 +660,9 @@ def _target_options(p, *, top: bool) -> None:
 
 def _method_options(p, default: str) -> None:
     p.add_argument("--method", default=default,
-                   help="comma-separated methods, e.g. grad_cam,grad_cam_pp:exact (see "
-                        f"`jaxcam methods`; default {default})")
+                   help="comma-separated methods, each with its options, e.g. "
+                        "grad_cam,grad_cam_pp:exact,score_cam:top_n=32 (see `jaxcam methods "
+                        f"NAME`; default {default})")
     p.add_argument("--link", default=None, choices=LINKS,
                    help="the score explained, for the methods that take one (default: "
                         "each method's own)")
@@ -802,6 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("model", help="zoo model name (see `jaxcam models`)")
     layers.set_defaults(run=_layers)
     methods = sub_parser("methods", "list the CAM methods: " + ", ".join(available_methods()))
+    methods.add_argument("name", nargs="?", default=None,
+                         help="one method: its options, defaults and help")
     methods.add_argument("--markdown", action="store_true",
                          help="print the README's Markdown table")
     methods.set_defaults(run=_methods)

@@ -43,6 +43,7 @@ from jaxcam import _imputation as IM
 from jaxcam._checks import (check_choice, check_finite_nonneg, check_positive_int,
                             is_concrete)
 from jaxcam._chunking import chunked_map
+from jaxcam._registry import method_info
 from jaxcam._weighting import safe_ratio, upsample
 
 Array = jax.Array
@@ -535,7 +536,6 @@ def sanity_check(method, split, x, classes, *, order: str = "cascading", key=Non
     """
     check_choice("order", order, ("cascading", "independent"))
     if isinstance(method, str):
-        from jaxcam._registry import method_info
         method = method_info(method).function
     if not callable(method):
         raise TypeError(f"method must be a function (split, x, classes) -> maps or a "

@@ -1,9 +1,9 @@
 """The shared contract of every registered method, read from the registry.
 
-A method added to ``jaxcam._registry`` is checked here without a line of new test code:
-shape, finite values in [0, 1], jit == eager, vmap == loop, batch == each image alone,
-and no recompilation for a new target, new weights, a new value of any traced option or
-a new feature-map / neuron selection.
+A method declared with ``jaxcam.register_method`` is checked here without a line of new
+test code: shape, finite values in [0, 1], jit == eager, vmap == loop, batch == each
+image alone, and no recompilation for a new target, new weights, a new value of any
+traced option or a new feature-map / neuron selection.
 """
 
 from __future__ import annotations
@@ -176,3 +176,98 @@ def test_cli_offers_every_method(capsys):
     assert ", ".join(NAMES) in text
     for name in NAMES:                               # every one runs through --method
         assert cli.build_parser().parse_args(["explain", "x", "--method", name]).method == name
+
+
+# --- a method declared alone: public, offered by the command line, checked by this suite
+
+@pytest.fixture
+def toy_method():
+    """``softmax_grad_cam``, declared through the registry alone, removed afterwards."""
+    from jaxcam import _registry
+
+    @jaxcam.register_method(kind="gradient", reference="a test", summary="Grad-CAM of p_c",
+                            help={"power": "a toy integer option"})
+    def build_softmax_grad_cam(split, x, target=None, *, power: int = 1,
+                               counterfactual: bool = False, upsample: bool = True,
+                               normalize: bool = True):
+        """Grad-CAM of the softmax probability.
+
+        Example::
+
+            maps = jaxcam.softmax_grad_cam(split, x, 3)
+        """
+        del power
+        return jaxcam.method_info("grad_cam").build(
+            split, x, target, link="softmax", counterfactual=counterfactual,
+            upsample=upsample, normalize=normalize)
+
+    yield "softmax_grad_cam"
+    _registry.METHODS.pop("softmax_grad_cam")
+
+
+def test_a_method_declared_alone_is_public_offered_and_checked(toy_method, tiny_split, tiny_x,
+                                                               capsys):
+    from jaxcam import cli
+
+    f = jaxcam.softmax_grad_cam
+    assert f is jaxcam.method_info(toy_method).function and toy_method in dir(jaxcam)
+    assert f.__name__ == toy_method and "power (default 1)" in f.__doc__
+    assert list(inspect.signature(f).parameters)[:5] == ["split", "x", "target", "power",
+                                                         "counterfactual"]
+    np.testing.assert_array_equal(f(tiny_split, tiny_x, 2),
+                                  jaxcam.grad_cam(tiny_split, tiny_x, 2, link="softmax"))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
+        f(tiny_split, tiny_x, 2, eps=1.0)
+    # the command line: a choice, its options parsed by their declared types
+    spec, = jaxcam.batch.parse_methods(f"{toy_method}:power=3:counterfactual=true")
+    assert spec.options == (("counterfactual", True), ("power", 3))
+    with pytest.raises(ValueError, match="expected int"):
+        jaxcam.batch.parse_methods(f"{toy_method}:power=x")
+    assert cli.main(["methods", toy_method]) == 0
+    assert "power (int, default 1): a toy integer option" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["methods", "--help"])
+    assert toy_method in capsys.readouterr().out
+    assert f"| `{toy_method}` | Grad-CAM of p_c |" in jaxcam.method_table()
+    # the wrappers take it as any built-in gradient method
+    smooth = jaxcam.smoothed(toy_method)(tiny_split, tiny_x, 2, key=jax.random.key(0),
+                                         n_samples=2, noise=0.0)
+    np.testing.assert_allclose(smooth, f(tiny_split, tiny_x, 2), **CLOSE)
+    assert jaxcam.finer_cam(tiny_split, tiny_x, 2, method=toy_method).shape == (3, 16, 16)
+    # and the shared suite runs on it
+    test_shape_finite_and_range(toy_method, tiny_split, tiny_x)
+    test_jit_equals_eager(toy_method, tiny_split, tiny_x)
+    test_vmap_equals_loop(toy_method, tiny_split, tiny_x)
+    test_batch_equals_each_image_alone(toy_method, tiny_split, tiny_x)
+    test_no_recompilation(toy_method, tiny_x)
+
+
+def test_a_declaration_is_checked_when_it_is_made():
+    with pytest.raises(ValueError, match="already registered"):
+        jaxcam.register_method(kind="gradient", reference="-", summary="-")(
+            jaxcam.method_info("grad_cam").build)
+    with pytest.raises(ValueError, match="option 'q' has no help"):
+        @jaxcam.register_method(kind="gradient", reference="-", summary="-")
+        def build_q_cam(split, x, target=None, *, q: int = 1):
+            pass
+    with pytest.raises(ValueError, match="must be keyword-only"):
+        @jaxcam.register_method(kind="gradient", reference="-", summary="-")
+        def build_r_cam(split, x, target=None, link="logit"):
+            pass
+    with pytest.raises(ValueError, match="traced options"):
+        @jaxcam.register_method(kind="gradient", reference="-", summary="-", traced=("z",))
+        def build_s_cam(split, x, target=None, *, link: str = "logit"):
+            pass
+    assert not {"q_cam", "r_cam", "s_cam"} & set(jaxcam.available_methods())
+
+
+def test_every_option_is_documented_with_its_default():
+    for name in NAMES:
+        info = jaxcam.method_info(name)
+        doc = info.function.__doc__
+        for option in info.options:
+            assert option.help and f"  {option.name} (" in doc, (name, option.name)
+        params = inspect.signature(info.function).parameters
+        assert [o.name for o in info.options] == [p for p in params
+                                                 if p not in ("split", "x", "target")
+                                                 ][:len(info.options)]
