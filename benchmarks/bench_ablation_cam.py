@@ -8,7 +8,7 @@ Run from the repository root:
 
 ResNet-50 split at ``layer4`` has K = 2048 feature maps. jaxcam's ``ablation_cam`` runs the
 network once up to ``layer4`` and then evaluates the 2048 ablated copies of A through the
-HEAD alone (global average pool + linear), ``ablation_chunk`` copies at a time; so it
+HEAD alone (global average pool + linear), ``chunk_size`` copies at a time; so it
 should cost a small multiple of one forward pass. The baseline is jaxcam's own
 jit-compiled forward pass ``split.logits(x)`` on the same batch, with Grad-CAM for
 context; all jaxcam programs of one batch size are timed in the same process with their
@@ -35,7 +35,7 @@ Agreement: pytorch-grad-cam's raw maps ReLU(sum_k w_k A^k), caught by a spy on
 |map|, so that the two timings are of the same computation.
 
 Memory: the compiled program's temporary bytes (XLA's memory analysis) for a few
-``ablation_chunk`` values, with the plain forward's for reference.
+``chunk_size`` values, with the plain forward's for reference.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8],
                    help="batch sizes of the jaxcam timings")
-    p.add_argument("--chunk", type=int, default=32, help="ablation_chunk of the timed runs")
+    p.add_argument("--chunk", type=int, default=32, help="chunk_size of the timed runs")
     p.add_argument("--chunks", type=int, nargs="+", default=[256, 32, 8],
-                   help="ablation_chunk values of the memory table")
+                   help="chunk_size values of the memory table")
     p.add_argument("--repeats", type=int, default=7, help="jaxcam repeats (after 1 warm-up)")
     p.add_argument("--pgc-images", type=int, default=1,
                    help="images given to pytorch-grad-cam's AblationCAM (the first of x)")
@@ -146,7 +146,7 @@ def main() -> None:
     k = a_shape[-1]
 
     def ablation(split, x, t):
-        return jaxcam.ablation_cam(split, x, t, ablation_chunk=args.chunk)
+        return jaxcam.ablation_cam(split, x, t, chunk_size=args.chunk)
 
     # --- jaxcam: forward, Ablation-CAM, Grad-CAM, per batch size -----------------------
     timings = {}
@@ -168,7 +168,7 @@ def main() -> None:
         timings.update(res)
     load_after_jaxcam = load_avg()
 
-    # --- memory per ablation_chunk (and compile time of each, lower + compile) ----------
+    # --- memory per chunk_size (and compile time of each, lower + compile) ----------
     memory = {}
     for b in args.batches:
         x = jnp.asarray(x_all[:b])
@@ -181,8 +181,8 @@ def main() -> None:
         for chunk in args.chunks:
             t0 = time.perf_counter()
             compiled = jax.jit(lambda split, x, t, c=chunk: jaxcam.ablation_cam(
-                split, x, t, ablation_chunk=c)).lower(split, x, t).compile()
-            memory[f"B={b} ablation_chunk={chunk}"] = {
+                split, x, t, chunk_size=c)).lower(split, x, t).compile()
+            memory[f"B={b} chunk_size={chunk}"] = {
                 "temp_MB": compiled.memory_analysis().temp_size_in_bytes / 2**20,
                 "compile_s": time.perf_counter() - t0,
                 "chunk_copies_of_A_MB": chunk * b * int(np.prod(a_shape[1:])) * 4 / 2**20}
@@ -217,7 +217,7 @@ def main() -> None:
 
     # --- agreement of the raw maps ------------------------------------------------------
     got = np.asarray(jaxcam.ablation_cam(split, jnp.asarray(xp), jnp.asarray(classes_all[:n]),
-                                         ablation_chunk=args.chunk, upsample=False,
+                                         chunk_size=args.chunk, upsample=False,
                                          normalize=False))
     ref = raw[0]
     assert got.shape == ref.shape, (got.shape, ref.shape)
@@ -247,7 +247,7 @@ def main() -> None:
           "threads": f"os.cpu_count()={os.cpu_count()}, torch.get_num_threads()="
                      f"{torch.get_num_threads()}, XLA: all cores",
           "config": f"resnet50 @ layer4 (A {a_shape[1]}x{a_shape[2]}x{k}), "
-                    f"{args.size}x{args.size} input, float32, ablation_chunk={args.chunk}, "
+                    f"{args.size}x{args.size} input, float32, chunk_size={args.chunk}, "
                     f"{args.repeats} jaxcam repeats; AblationCAM batch_size="
                     f"{args.pgc_batch_size}, {n} image(s), {args.pgc_repeats} call(s); "
                     f"targets = top-1 classes {classes_all[:max(n, max(args.batches))].tolist()}",

@@ -27,7 +27,7 @@ on their values.
   (1x1x512 = 512 directions) and says so. A plain head forward on a batch of 256 copies
   of A is timed for reference (cost per direction of an ordinary evaluation).
 * ``smooth``: Smooth Grad-CAM++ with n = 25 noisy copies (closed form; default
-  ``sample_chunk`` and ``sample_chunk=25``) against a Python loop of 25 blocked
+  ``chunk_size`` and ``chunk_size=25``) against a Python loop of 25 blocked
   ``grad_cam_pp`` calls on the same kind of noisy copies made beforehand, batch 1, on
   ResNet-50 ``layer4`` and on EfficientNet-Lite0 at its default layer; goal smooth /
   loop <= 0.8. Both heads are avgpool + fc, so their derivatives do not depend on the
@@ -122,12 +122,12 @@ def bench_vgg16(args) -> dict:
 
         @jax.jit
         def derivs_exact(split, a, classes):
-            return head_derivatives(split, a, classes, link="softmax", mode="exact",
+            return head_derivatives(split, a, classes, link="softmax", derivatives="exact",
                                     engine="linearised")
 
         @jax.jit
         def derivs_approx(split, a, classes):
-            return head_derivatives(split, a, classes, link="softmax", mode="approx")
+            return head_derivatives(split, a, classes, link="softmax", derivatives="approx")
 
         a = jax.block_until_ready(features(split, x))
         calls = {"forward": (forward, (split, x)),
@@ -235,15 +235,15 @@ def _bench_smooth_model(args, name: str, layer) -> dict:
                 (split, x, t))
 
     devices = jax.devices()
-    chunks = {f"smooth (default sample_chunk={chunk_size(n, None, 1)})":
+    chunks = {f"smooth (default chunk_size={chunk_size(n, None, 1)})":
                   (smooth(), chunk_size(n, None, 1)),
-              f"smooth (sample_chunk={n})": (smooth(sample_chunk=n), chunk_size(n, n, 1))}
+              f"smooth (chunk_size={n})": (smooth(chunk_size=n), chunk_size(n, n, 1))}
     if len(devices) > 1:
         d = len(devices)
         for chunk in (None, n):
             c = chunk_size(n, chunk, d)
-            chunks[f"smooth on {d} devices (sample_chunk={c})"] = (
-                smooth(sample_chunk=chunk, devices=devices), c)
+            chunks[f"smooth on {d} devices (chunk_size={c})"] = (
+                smooth(chunk_size=chunk, devices=devices), c)
     calls = {row: call for row, (call, _) in chunks.items()}
     calls[f"loop of {n} grad_cam_pp"] = (loop, (split, noisy, t))
     calls["one grad_cam_pp"] = (jaxcam.grad_cam_pp, (split, x, t))

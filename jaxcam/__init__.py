@@ -39,6 +39,7 @@ from jaxcam._registry import Option as Option
 from jaxcam._registry import available_methods as available_methods
 from jaxcam._registry import method_info as method_info
 from jaxcam._registry import method_table as method_table
+from jaxcam._registry import options_table as options_table
 from jaxcam._registry import register_method as register_method
 from jaxcam._modules import split_module as split_module
 from jaxcam._split import Split as Split
@@ -51,7 +52,7 @@ __version__ = "0.1.0"
 _API = ["Augment", "DerivativeComparison", "MethodInfo", "Option", "Preprocess", "Split",
         "TokenGrid", "augmentations", "available_methods", "batch", "chunking",
         "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "guided_relu",
-        "method_info", "method_table", "metrics", "models", "padded_size", "place",
+        "method_info", "method_table", "options_table", "metrics", "models", "padded_size", "place",
         "pure_derivatives", "register_method", "shard_batch", "smoothed", "split_module",
         "targets", "viz", "weighting"]
 

@@ -33,13 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam import viz
+from jaxcam._derivatives import DERIVATIVES
 from jaxcam._devices import padded_size, shard_batch
 from jaxcam._registry import available_methods, method_info
 from jaxcam._weighting import normalize
 from pretrained_ports._atomic import remove_temporaries
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-DERIVATIVES = ("exact", "approx")
 
 
 # --- inputs
@@ -145,7 +145,7 @@ def _method_option(name: str, item: str, part: str) -> tuple[str, object]:
 
 def parse_methods(text: str, *, link: str | None = None,
                   derivatives: str | None = None) -> tuple[MethodSpec, ...]:
-    """Methods from ``"grad_cam,grad_cam_pp:exact,score_cam:top_n=32:mask_chunk=8"``: each
+    """Methods from ``"grad_cam,grad_cam_pp:exact,score_cam:top_n=32:chunk_size=8"``: each
     a registered name, optionally followed by ``:exact`` / ``:approx`` (its derivatives)
     and ``:option=value`` of its declared options (numbers, flags, words; ``None``).
     ``link`` and ``derivatives`` apply to every method that takes them, unless the item

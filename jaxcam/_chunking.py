@@ -17,29 +17,32 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxcam._checks import check_positive_int
+from jaxcam._devices import AXIS
+
 Array = jax.Array
-AXIS = "items"
 
 
-def make_mesh(devices) -> Mesh | None:
-    """A one-axis mesh over ``devices`` (None: no mesh, the default device alone).
+def per_axis(chunk_size, axes: tuple[str, ...]) -> dict[str, int | None]:
+    """A method's ``chunk_size`` option, per chunked axis: None (every axis its default),
+    an int (every axis that many items at a time) or a dict naming some of ``axes``.
 
     Raises:
-      TypeError: ``devices`` is not a non-empty sequence of ``jax.Device``.
-      ValueError: a device is listed twice.
+      TypeError: not None, a positive integer or a dict.
+      ValueError: a size below 1, or an axis the method does not have.
     """
-    if devices is None:
-        return None
-    devices = list(devices)
-    if not devices or not all(isinstance(d, jax.Device) for d in devices):
-        raise TypeError("devices must be a non-empty sequence of jax devices, e.g. "
-                        f"devices=jax.devices(); got {devices!r}")
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"devices lists a device more than once: {devices}")
-    return Mesh(np.array(devices), (AXIS,))
+    if chunk_size is None:
+        return dict.fromkeys(axes)
+    if isinstance(chunk_size, dict):
+        unknown = sorted(set(chunk_size) - set(axes))
+        if unknown:
+            raise ValueError(f"chunk_size names the axis {unknown[0]!r}, which this method "
+                             f"does not chunk; its axes are {', '.join(axes)}")
+        return {axis: None if chunk_size.get(axis) is None else
+                check_positive_int(f"chunk_size[{axis!r}]", chunk_size[axis]) for axis in axes}
+    return dict.fromkeys(axes, check_positive_int("chunk_size", chunk_size))
 
 
 def chunk_size(n: int, chunk: int | None = None, devices: int = 1, *, most: int = 8) -> int:

@@ -119,7 +119,7 @@ class _Compare:
         a = split.activations(x)
         split = split.given(x)
         d_exact = self.exact.at(split, a, classes)
-        d_approx = self.exact.replace(mode="approx").at(split, a, classes)
+        d_approx = self.exact.replace(derivatives="approx").at(split, a, classes)
         out = {}
         for name, d in (("exact", d_exact), ("approx", d_approx)):
             alpha = W.grad_cam_pp_alphas(a, d[1], d[2], eps=self.weighting.eps,

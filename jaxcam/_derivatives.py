@@ -5,17 +5,19 @@ derivatives d^k Y / dA_i^k, k = 1, 2, 3: the derivatives of t -> Y(A + t e_i) at
 
 Two exact engines compute them and must agree:
 
-* generic: one directional Taylor expansion per basis vector e_i, by nested ``jax.jvp``
-  (every primitive has a JVP rule, max-pool included), ``vmap``-ed over chunks of
-  directions under ``lax.map``, so memory is bounded by the chunk, not by the element
-  count.
+* generic: one directional Taylor expansion per basis vector e_i
+  (:func:`jaxcam.derivatives.basis_derivatives`): the head's jaxpr is evaluated once at A,
+  then the truncated Taylor series of the values that depend on the direction are
+  propagated (:mod:`jaxcam._lowering`; nested ``jax.jvp`` for primitives without a series
+  rule), ``vmap``-ed over chunks of directions under ``lax.map``, so memory is bounded by
+  the chunk, not by the element count.
 * linearised, for piecewise-linear heads: near almost every A the logits are
   S(A + t e_i) = S(A) + t J e_i, so the derivatives along e_i are those of the link
   along the column u_i = J e_i of the logit Jacobian J (C x n). Links of the target logit
   alone ("logit", "exp") need one row of J (the gradient); the others need all C rows,
   built by min(C, n) vector products. The link's derivatives along each column are tiny.
 
-``mode="approx"`` is the closed form every other library uses: D_k = g^k with g = dY/dA.
+``derivatives="approx"`` is the closed form every other library uses: D_k = g^k with g = dY/dA.
 """
 
 from __future__ import annotations
@@ -41,15 +43,16 @@ DEFAULT_CHUNK = 256
 
 
 def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
-                     mode: str = "exact", chunk_size: int | None = None) -> tuple[Array, ...]:
+                     derivatives: str = "exact",
+                     chunk_size: int | None = None) -> tuple[Array, ...]:
     """Pure partial derivatives d^k fn / d a_i^k of a scalar function, for every element.
 
     Args:
       fn: scalar function of an array.
       a: the point, any shape.
       order: the highest derivative (1, 2, 3, ...).
-      mode: "exact" (generic engine: nested ``jax.jvp`` along every basis vector) or
-        "approx" (the closed form of Grad-CAM++: g, g^2, g^3, ... with g = grad fn; exact
+      derivatives: "exact" (the generic engine: a Taylor series along every basis
+        vector) or "approx" (the closed form of Grad-CAM++: g, g^2, g^3, ... with g = grad fn; exact
         only for fn = exp(linear)).
       chunk_size: directions evaluated together (``vmap``); memory grows with it. Default
         256.
@@ -72,11 +75,11 @@ def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,
         d1, d2, d3 = jaxcam.pure_derivatives(lambda a: jnp.sum(jnp.sin(a)), a)
         # d1 = cos(a), d2 = -sin(a), d3 = -cos(a)
     """
-    check_choice("mode", mode, DERIVATIVES)
+    check_choice("derivatives", derivatives, DERIVATIVES)
     order = check_positive_int("order", order)
     chunk = DEFAULT_CHUNK if chunk_size is None else check_positive_int("chunk_size", chunk_size)
     a = _check_point(fn, a)
-    if mode == "approx":
+    if derivatives == "approx":
         g = jax.grad(fn)(a)
         return tuple(g**k for k in range(1, order + 1))
     return basis_derivatives(fn, a, order, chunk)
@@ -274,20 +277,20 @@ def _pooled_affine(split, a: Array, logits) -> tuple[Array, Array] | None:
 
 
 def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, order: int,
-                    mode: str = "approx", engine: str = "auto",
+                    derivatives: str = "approx", engine: str = "auto",
                     chunk_size: int | None = None) -> tuple[Array, ...]:
     """(D1, .., D_order), each (B, h, w, K): pure derivatives of each example's score Y_b
     in each of its activations.
 
     Args:
-      mode: "approx" (closed form g^k) or "exact".
+      derivatives: "approx" (closed form g^k) or "exact".
       engine: for "exact": "generic", "linearised" (valid for piecewise-linear heads
         only), or "auto" (linearised when ``split.piecewise_linear_head``).
     """
-    check_choice("derivatives", mode, DERIVATIVES)
+    check_choice("derivatives", derivatives, DERIVATIVES)
     check_choice("engine", engine, ENGINES)
     g, logits, classes = head_gradient(split, a, objective, classes)
-    if mode == "approx":
+    if derivatives == "approx":
         return tuple(g**k for k in range(1, order + 1))
     chunk = chunk_size or DEFAULT_CHUNK
     affine = None if _needs_one_row(objective) else _pooled_affine(split, a, logits)
@@ -326,7 +329,7 @@ def cam_derivatives(split, a: Array, objective: Objective, classes: Array, *, or
 
 
 def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: int = 3,
-                     mode: str = "exact", engine: str = "auto",
+                     derivatives: str = "exact", engine: str = "auto",
                      chunk_size: int | None = None) -> tuple[Array, ...]:
     """(D1, .., D_order), each (B, h, w, K): the pure derivatives of each example's score
     Y_b = link(head(A_b))_c in each of its activations, back through the head only.
@@ -338,8 +341,8 @@ def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: 
         :mod:`jaxcam.targets`, or a callable ``outputs -> scores (B,)``.
       link: "logit", "exp", "softmax" or "log_softmax".
       order: the highest derivative.
-      mode: "exact" or "approx" (Grad-CAM++'s closed form g^k).
-      engine: "auto", "generic" or "linearised" (exact mode; see :func:`jaxcam.grad_cam_pp`).
+      derivatives: "exact" or "approx" (Grad-CAM++'s closed form g^k).
+      engine: "auto", "generic" or "linearised" (exact derivatives; see :func:`jaxcam.grad_cam_pp`).
       chunk_size: activations (directions) or classes handled together by the exact
         engines; bounds their memory.
 
@@ -348,7 +351,7 @@ def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: 
         d1, d2, d3 = jaxcam.derivatives.head_derivatives(split, split.activations(x), 282,
                                                          link="softmax")
     """
-    check_choice("derivatives", mode, DERIVATIVES)
+    check_choice("derivatives", derivatives, DERIVATIVES)
     check_choice("engine", engine, ENGINES)
     order = check_positive_int("order", order)
     if chunk_size is not None:
@@ -357,5 +360,5 @@ def head_derivatives(split, a: Array, target=None, *, link: str = "exp", order: 
     if a.ndim != 4:
         raise ValueError(f"a must be activations (B, h, w, K), got shape {a.shape}")
     objective, classes = resolve_for(jax.eval_shape(split.logits_from, a), target, link)
-    return cam_derivatives(split, a, objective, classes, order=order, mode=mode,
+    return cam_derivatives(split, a, objective, classes, order=order, derivatives=derivatives,
                            engine=engine, chunk_size=chunk_size)

@@ -16,17 +16,32 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-BATCH = "batch"
+AXIS = "data"
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-d mesh named ``"batch"`` over ``devices`` (default: this process's devices,
-    ``jax.local_devices()``; under ``jax.distributed`` each process explains its own
-    files on its own devices)."""
+    """The one mesh of the package: 1-d, its axis named ``"data"``, over ``devices``
+    (default: this process's devices, ``jax.local_devices()``; under ``jax.distributed``
+    each process explains its own files on its own devices). Batches (the command line),
+    noisy copies, masks and ablations (a method's ``devices=``) are split along it.
+
+    Raises:
+      TypeError: ``devices`` is not a non-empty sequence of ``jax.Device``.
+      ValueError: a device is listed twice.
+    """
     devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices is empty: give at least one jax.Device")
-    return Mesh(np.asarray(devices), (BATCH,))
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("devices must be a non-empty sequence of jax devices, e.g. "
+                        f"devices=jax.devices(); got {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices lists a device more than once: {devices}")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def method_mesh(devices: Sequence[jax.Device] | None) -> Mesh | None:
+    """The mesh of a method's ``devices`` option: None (the default device alone), or
+    :func:`data_mesh` over the devices given."""
+    return None if devices is None else data_mesh(devices)
 
 
 def replicate(tree: Any, mesh: Mesh | None = None) -> Any:
@@ -54,7 +69,7 @@ def shard_batch(x, mesh: Mesh) -> jax.Array:
     if np.shape(x)[0] % n:
         raise ValueError(f"a batch of {np.shape(x)[0]} images does not split over {n} "
                          f"devices: pad it to a multiple of {n} (jaxcam.padded_size)")
-    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(BATCH)))
+    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
 def padded_size(batch_size: int, mesh: Mesh | None = None) -> int:

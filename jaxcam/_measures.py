@@ -31,7 +31,7 @@ class HeadDerivatives:
 
     objective: Objective = struct.field(pytree_node=False)
     order: int = struct.field(pytree_node=False, default=1)
-    mode: str = struct.field(pytree_node=False, default="approx")
+    derivatives: str = struct.field(pytree_node=False, default="approx")
     engine: str = struct.field(pytree_node=False, default="auto")
     chunk_size: int | None = struct.field(pytree_node=False, default=None)
     hvp: bool = struct.field(pytree_node=False, default=False)
@@ -50,7 +50,7 @@ class HeadDerivatives:
 
             return jax.jvp(grad, (a,), (a,))
         return cam_derivatives(split, a, self.objective, classes, order=self.order,
-                               mode=self.mode, engine=self.engine,
+                               derivatives=self.derivatives, engine=self.engine,
                                chunk_size=self.chunk_size)
 
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
@@ -89,7 +89,7 @@ class NoiseSmoothed:
     Copy i (1..n) of every image is x + sigma * ``jax.random.normal(
     jax.random.split(key, n)[i - 1], x.shape[1:])``. The class is fixed on the clean image
     and the returned A is the clean image's. The copies go through the network
-    ``sample_chunk`` at a time (:func:`jaxcam.chunking.chunked_sum`), split across the
+    ``chunk`` at a time (:func:`jaxcam.chunking.chunked_sum`), split across the
     ``mesh``'s devices when there is one.
 
     Weights: with the "exp" link, copy i enters with its exp(S_i) relative to the others
@@ -101,7 +101,7 @@ class NoiseSmoothed:
       inner: the derivatives to average.
       noise: the spread relative to each image's value range (traced).
       n_samples: the number of noisy copies.
-      sample_chunk: copies evaluated together.
+      chunk: copies evaluated together.
       mesh: devices to split each chunk across, or None.
       equal_weights: weigh every copy 1/n whatever the link (torch-cam).
       keep_last: also return the last copy's evidence (torch-cam's Smooth Grad-CAM++
@@ -111,7 +111,7 @@ class NoiseSmoothed:
     inner: HeadDerivatives
     noise: Array | float
     n_samples: int = struct.field(pytree_node=False, default=25)
-    sample_chunk: int = struct.field(pytree_node=False, default=8)
+    chunk: int = struct.field(pytree_node=False, default=8)
     mesh: Mesh | None = struct.field(pytree_node=False, default=None)
     equal_weights: bool = struct.field(pytree_node=False, default=False)
     keep_last: bool = struct.field(pytree_node=False, default=False)
@@ -134,7 +134,7 @@ class NoiseSmoothed:
         def copies(keys_chunk):
             return jax.vmap(copy)(noisy_copies(x, sigma, keys_chunk))
 
-        totals, _ = chunked_sum(copies, keys, chunk=self.sample_chunk, mesh=self.mesh,
+        totals, _ = chunked_sum(copies, keys, chunk=self.chunk, mesh=self.mesh,
                                 log_weights=True)
         last = None
         if self.keep_last:

@@ -33,7 +33,8 @@ from flax import struct
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int
 from jaxcam._chunking import chunk_size as _chunk_size
-from jaxcam._chunking import make_mesh
+from jaxcam._chunking import per_axis
+from jaxcam._devices import method_mesh
 from jaxcam._derivatives import DERIVATIVES, ENGINES
 from jaxcam._explain import explain
 from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
@@ -245,12 +246,13 @@ _GRAD_CAM_PP_HELP = {
 }
 
 
-@register_method(kind="gradient", traced=("eps",), reference="Chattopadhyay et al., WACV 2018",
+@register_method(kind="gradient", traced=("eps",), chunks=("directions",),
+                 reference="Chattopadhyay et al., WACV 2018",
                  summary="pixel-weighted gradients, alpha from D2, D3: closed form or exact",
                  peers=("pytorch-grad-cam GradCAMPlusPlus", "torch-cam GradCAMpp"),
                  help=_GRAD_CAM_PP_HELP)
 def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: str = "approx",
-                      engine: str = "auto", chunk_size: int | None = None,
+                      engine: str = "auto", chunk_size: int | dict | None = None,
                       variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
                       channels=None, neurons=None, upsample: bool = True,
                       normalize: bool = True) -> Built:
@@ -285,37 +287,43 @@ def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: 
 
         exact = jaxcam.grad_cam_pp(split, x, 282, link="softmax", derivatives="exact")
     """
-    check_choice("variant", variant, W.VARIANTS)
+    check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
     to_map = GradCAMPPMap(check_number("eps", eps), variant)
     program, classes, _, _ = _gradient_program(
         split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
-        chunk_size=chunk_size, counterfactual=counterfactual, channels=channels,
-        neurons=neurons, upsample=upsample, normalize=normalize)
+        chunk_size=per_axis(chunk_size, ("directions",))["directions"],
+        counterfactual=counterfactual, channels=channels, neurons=neurons, upsample=upsample,
+        normalize=normalize)
     _warn_zero_curvature(split, program.measure.objective, link, derivatives)
     return Built(program, classes)
 
 
 def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
-                         noise=0.15, sample_chunk: int | None = None, devices=None,
+                         noise=0.15, chunk_size=None, devices=None,
                          equal_weights: bool = False, keep_last: bool = False,
                          **options) -> Built:
-    """``build``'s program with its head derivatives averaged over noisy copies."""
+    """``build``'s program with its head derivatives averaged over noisy copies:
+    ``chunk_size``'s "samples" axis bounds the copies, its others go to ``build``."""
     key = check_key(key)
     n = check_positive_int("n_samples", n_samples)
     noise = check_number("noise", noise)
-    sample_chunk = _optional_positive_int("sample_chunk", sample_chunk)
+    inner = method_info(build).chunks
+    sizes = per_axis(chunk_size, ("samples", *inner))
+    if inner:
+        options["chunk_size"] = {axis: sizes[axis] for axis in inner}
     program, classes, _, _ = build(split, x, target, **options)
     if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
         raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
                          "methods (grad_cam, grad_cam_pp, ...), not to this one")
-    mesh = make_mesh(devices)
+    mesh = method_mesh(devices)
     measure = NoiseSmoothed(program.measure, noise, n,
-                            _chunk_size(n, sample_chunk, 1 if mesh is None else mesh.size),
+                            _chunk_size(n, sizes["samples"], 1 if mesh is None else mesh.size),
                             mesh, equal_weights, keep_last)
     return Built(program.replace(measure=measure), classes, key, mesh)
 
 
-@register_method(kind="gradient", traced=("eps", "noise"), reference="Omeiza et al., 2019",
+@register_method(kind="gradient", traced=("eps", "noise"), chunks=("samples", "directions"),
+                 reference="Omeiza et al., 2019",
                  summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input",
                  peers=("torch-cam SmoothGradCAMpp",),
                  help={**_GRAD_CAM_PP_HELP,
@@ -325,7 +333,7 @@ def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_sampl
 def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples: int = 25,
                              noise: float = 0.15, link: str = "exp",
                              derivatives: str = "approx", engine: str = "auto",
-                             chunk_size: int | None = None, sample_chunk: int | None = None,
+                             chunk_size: int | dict | None = None,
                              variant: str = "paper", counterfactual: bool = False,
                              eps: float = 0.0, channels=None, neurons=None,
                              upsample: bool = True, normalize: bool = True,
@@ -361,23 +369,23 @@ def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples: int = 25,
     sigma * ``jax.random.normal(jax.random.split(key, n)[i - 1], x.shape[1:])``, that
     image's sigma times one standard-normal draw of one image's shape. So a map depends
     on its image, target, key and options only (up to float rounding), not on the other
-    images of the batch, its position, ``sample_chunk`` or the devices, whatever
+    images of the batch, its position, ``chunk_size`` or the devices, whatever
     ``jax_threefry_partitionable`` is set to (the setting changes the draws themselves,
     as it does for every ``jax.random`` call). The copies go through the network
-    ``sample_chunk`` at a time with ``vmap``, summed in a ``lax.scan``
+    ``chunk_size["samples"]`` at a time with ``vmap``, summed in a ``lax.scan``
     (:func:`jaxcam.chunking.chunked_sum`), so memory is bounded by the chunk. With
     ``devices``, the images of each chunk are split across those devices (data parallel
     over the samples, one all-reduce per chunk); the map is the same as on one device up
     to float rounding. On a CPU host, start JAX with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get N CPU devices.
     """
-    check_choice("variant", variant, W.VARIANTS)
+    check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
     torchcam = variant == "torchcam"
     program, classes, key, mesh = build_noise_smoothed(
         build_grad_cam_pp, split, x, target, key=key, n_samples=n_samples, noise=noise,
-        sample_chunk=sample_chunk, devices=devices, equal_weights=torchcam,
+        chunk_size=chunk_size, devices=devices, equal_weights=torchcam,
         keep_last=torchcam, variant=variant, eps=eps, link=link, derivatives=derivatives,
-        engine=engine, chunk_size=chunk_size, counterfactual=counterfactual,
+        engine=engine, counterfactual=counterfactual,
         channels=channels, neurons=neurons, upsample=upsample, normalize=normalize)
     if torchcam:
         program = program.replace(to_map=TorchcamSmoothMap(program.to_map.eps))
@@ -597,7 +605,8 @@ def smoothed(method: str | Callable) -> Callable:
     the maps: D1 for Grad-CAM, D1..D3 for Grad-CAM++, as Smooth Grad-CAM++ does).
 
     The returned function takes the method's options plus ``key``, ``n_samples``,
-    ``noise``, ``sample_chunk`` and ``devices`` (:func:`jaxcam.smooth_grad_cam_pp`).
+    ``noise``, ``chunk_size`` (its "samples" axis, and the method's own) and ``devices``
+    (:func:`jaxcam.smooth_grad_cam_pp`).
 
     Example::
 
@@ -623,10 +632,10 @@ def noise_smoothed(build: Callable, name: str) -> Callable:
 
     @functools.wraps(build)
     def smoothed(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 25,
-                 noise: float = 0.15, sample_chunk: int | None = None, devices=None,
+                 noise: float = 0.15, chunk_size=None, devices=None,
                  **options) -> Array:
         return explain(functools.partial(build_noise_smoothed, build), split, x, target,
-                       key=key, n_samples=n_samples, noise=noise, sample_chunk=sample_chunk,
+                       key=key, n_samples=n_samples, noise=noise, chunk_size=chunk_size,
                        devices=devices, **options)
 
     smoothed.__name__ = smoothed.__qualname__ = f"smooth_{name}"
@@ -634,5 +643,5 @@ def noise_smoothed(build: Callable, name: str) -> Callable:
         f"``{name}`` with its head derivatives averaged over ``n_samples`` noisy copies of "
         "the input (noise smoothing; see :func:`jaxcam.smoothed`).\n\n"
         f"Options: those of :func:`jaxcam.{name}`, and key, n_samples, noise, "
-        "sample_chunk and devices as :func:`jaxcam.smooth_grad_cam_pp`.")
+        "chunk_size and devices as :func:`jaxcam.smooth_grad_cam_pp`.")
     return smoothed

@@ -4,7 +4,7 @@ and Ablation-CAM (ablated channels through the head alone).
 Each channel k of the activations becomes a mask H_k over the input (upsampled and
 min-max normalised); the masked inputs x * H_k go through the WHOLE network, and the
 target's scores on them weigh the channels: map = ReLU(sum_k w_k A^k). The masks are
-built inside each chunk of ``mask_chunk`` channels and the masked inputs evaluated with
+built inside each chunk of ``chunk_size`` channels and the masked inputs evaluated with
 ``vmap`` there (:func:`jaxcam.chunking.chunked_map`), so memory is that of one chunk of
 masked images, never K full-size masks at once.
 
@@ -23,7 +23,7 @@ Variants, each named by what it reproduces:
 SS-CAM and IS-CAM follow torchcam 0.5.0's SSCAM and ISCAM on the "torchcam" masks.
 
 Ablation-CAM needs no masked input: channel k is ablated in A itself and only the head
-runs, K head evaluations ``ablation_chunk`` at a time (:class:`Ablations`).
+runs, K head evaluations ``chunk_size`` at a time (:class:`Ablations`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from jax.sharding import Mesh
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int, is_concrete
 from jaxcam._chunking import chunk_size as _chunk_size
-from jaxcam._chunking import chunked_map, make_mesh
+from jaxcam._chunking import chunked_map, per_axis
+from jaxcam._devices import method_mesh
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam._registry import register_method
 from jaxcam._split import Split, split_shapes
@@ -48,8 +49,10 @@ from jaxcam.targets import Target
 from jaxcam._targets import Objective, resolve
 
 Array = jax.Array
-VARIANTS = ("paper", "pytorch-grad-cam", "torchcam")
+SCORE_CAM_VARIANTS = ("paper", "pytorch-grad-cam", "torchcam")
 MODES = ("plain", "noisy", "integrated")
+MASK_CHUNK = 16          # masked images through the network at a time, by default
+ABLATION_CHUNK = 32      # ablated copies of A through the head at a time, by default
 
 
 @functools.lru_cache(maxsize=64)
@@ -125,7 +128,7 @@ class MaskedScores:
         coefficients, n_samples times).
       n_samples: samples per channel for "noisy" and "integrated".
       top_n: only the top_n channels by variance are scored, or None for all.
-      mask_chunk: masked inputs evaluated together.
+      chunk: masked inputs evaluated together.
       mesh: devices each chunk is split across, or None.
       baseline: the baseline image of "paper" (traced; broadcastable to x).
       sigma: the noise's standard deviation of "noisy" (traced).
@@ -136,7 +139,7 @@ class MaskedScores:
     mode: str = struct.field(pytree_node=False, default="plain")
     n_samples: int = struct.field(pytree_node=False, default=1)
     top_n: int | None = struct.field(pytree_node=False, default=None)
-    mask_chunk: int = struct.field(pytree_node=False, default=16)
+    chunk: int = struct.field(pytree_node=False, default=16)
     mesh: Mesh | None = struct.field(pytree_node=False, default=None)
     baseline: Array | float = 0.0
     sigma: Array | float = 0.0
@@ -176,7 +179,7 @@ class MaskedScores:
 
         sample_index, slot_index = np.divmod(np.arange(samples * n_sel), n_sel)
         items = (jnp.asarray(sample_index, jnp.int32), jnp.asarray(slot_index, jnp.int32))
-        s = chunked_map(scores, items, chunk=self.mask_chunk, mesh=self.mesh)
+        s = chunked_map(scores, items, chunk=self.chunk, mesh=self.mesh)
         s = jnp.mean(s.reshape(samples, n_sel, batch), axis=0).T          # (B, n_sel)
         if self.variant == "paper":
             base = jnp.broadcast_to(jnp.asarray(self.baseline, x.dtype), x.shape)
@@ -232,13 +235,13 @@ class Ablations:
         return Evidence(a, scores=W.ablation_weights(scores[k], scores[:k].T))
 
 
-def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chunk=16,
+def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, chunk_size=None,
            devices=None, baseline=0.0, sigma=0.0, upsample=True, normalize=True,
-           key=None) -> Built:
-    check_choice("variant", variant, VARIANTS)
+           key=None, samples_name="n_samples") -> Built:
+    check_choice("variant", variant, SCORE_CAM_VARIANTS)
     check_choice("mode", mode, MODES)
-    mask_chunk = check_positive_int("mask_chunk", mask_chunk)
-    n_samples = check_positive_int("n_samples", n_samples)
+    mask_chunk = per_axis(chunk_size, ("masks",))["masks"] or MASK_CHUNK
+    n_samples = check_positive_int(samples_name, n_samples)
     k = split_shapes(split, x).activations.shape[-1]
     if top_n is not None:
         top_n = check_positive_int("top_n", top_n)
@@ -246,12 +249,12 @@ def _build(split, x, target, *, variant, mode, n_samples=1, top_n=None, mask_chu
             raise ValueError(f"top_n={top_n} exceeds the layer's {k} feature maps; use "
                              f"top_n <= {k}, or None for all of them")
     baseline = _check_baseline(baseline, x)
-    sigma = check_number("sigma", sigma)
+    sigma = check_number("noise", sigma)
     # the paper's softmax applies to class scores; other scores are used as they are
     by_class = not (callable(target) or isinstance(target, Target))
     objective, classes = resolve(split, x, target,
                                  "softmax" if variant == "paper" and by_class else "logit")
-    mesh = make_mesh(devices)
+    mesh = method_mesh(devices)
     items = (top_n or k) * (n_samples if mode != "plain" else 1)
     chunk = _chunk_size(items, mask_chunk, 1 if mesh is None else mesh.size)
     measure = MaskedScores(objective, variant, mode, n_samples, top_n, chunk, mesh, baseline,
@@ -271,11 +274,13 @@ _SCORE_HELP = {
 }
 
 
-@register_method(kind="perturbation", traced=("baseline",), reference="Wang et al., CVPR-W 2020",
+@register_method(kind="perturbation", traced=("baseline",), chunks=("masks",),
+                 reference="Wang et al., CVPR-W 2020",
                  summary="channel masks over the input, weighted by the target's score on each",
                  peers=("pytorch-grad-cam ScoreCAM", "torch-cam ScoreCAM"), help=_SCORE_HELP)
 def build_score_cam(split, x, target=None, *, variant: str = "paper", baseline=0.0,
-                    top_n: int | None = None, mask_chunk: int = 16, devices=None,
+                    top_n: int | None = None, chunk_size: int | dict | None = None,
+                    devices=None,
                     upsample: bool = True, normalize: bool = True) -> Built:
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
 
@@ -283,72 +288,74 @@ def build_score_cam(split, x, target=None, *, variant: str = "paper", baseline=0
     k's upsampled, min-max scaled activations H_k (module :mod:`jaxcam._perturbation`).
 
     Cost: K forward passes of the whole network per image (``top_n`` of them with Faster
-    Score-CAM), ``mask_chunk`` masked images at a time.
+    Score-CAM), ``chunk_size`` masked images at a time.
 
     Example::
 
-        maps = jaxcam.score_cam(split, x, 282, mask_chunk=32)
+        maps = jaxcam.score_cam(split, x, 282, chunk_size=32)
     """
     return _build(split, x, target, variant=variant, mode="plain", top_n=top_n,
-                  mask_chunk=mask_chunk, devices=devices, baseline=baseline,
+                  chunk_size=chunk_size, devices=devices, baseline=baseline,
                   upsample=upsample, normalize=normalize)
 
 
-@register_method(kind="perturbation", traced=("sigma",),
+@register_method(kind="perturbation", traced=("noise",), chunks=("masks",),
                  reference="Wang et al., 2020 (SS-CAM); torch-cam 0.5.0",
                  summary="Score-CAM with scores averaged over noisy masks",
                  peers=("torch-cam SSCAM",),
                  help={"n_samples": "noisy masks per channel (torch-cam: 35).",
-                       "sigma": "the noise's standard deviation (torch-cam: 2.0; traced)."})
-def build_ss_cam(split, x, target=None, *, key, n_samples: int = 35, sigma: float = 2.0,
-                 top_n: int | None = None, mask_chunk: int = 16, devices=None,
+                       "noise": "the noise's standard deviation on the masks, whose values "
+                                "span [0, 1] (so relative to their range; torch-cam: 2.0; "
+                                "traced)."})
+def build_ss_cam(split, x, target=None, *, key, n_samples: int = 35, noise: float = 2.0,
+                 top_n: int | None = None, chunk_size: int | dict | None = None,
+                 devices=None,
                  upsample: bool = True, normalize: bool = True) -> Built:
     """SS-CAM (Wang et al., 2020, arXiv 2006.14255), as torchcam 0.5.0's SSCAM.
 
     w = softmax_k((1/N) sum_i (logit_c(x * (H_k + delta_ik)) - logit_c(x))) with torch-cam's
     masks H_k (:func:`jaxcam.score_cam`, variant "torchcam") and noise delta_ik ~
-    N(0, sigma^2) of the input's (H, W): for sample i and channel k, ``sigma *
+    N(0, noise^2) of the input's (H, W): for sample i and channel k, ``noise *
     jax.random.normal(jax.random.split(jax.random.split(key, n_samples)[i], K)[k], (H, W))``,
     the same for every image of the batch.
     """
     return _build(split, x, target, variant="torchcam", mode="noisy", n_samples=n_samples,
-                  top_n=top_n, mask_chunk=mask_chunk, devices=devices, sigma=sigma,
+                  top_n=top_n, chunk_size=chunk_size, devices=devices, sigma=noise,
                   upsample=upsample, normalize=normalize, key=check_key(key))
 
 
-@register_method(kind="perturbation", reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
+@register_method(kind="perturbation", chunks=("masks",),
+                 reference="Naidu et al., 2020 (IS-CAM); torch-cam 0.5.0",
                  summary="Score-CAM with scores integrated over scaled masks",
-                 peers=("torch-cam ISCAM",),
-                 help={"n_samples": "integration steps (torch-cam: 10)."})
-def build_is_cam(split, x, target=None, *, n_samples: int = 10, top_n: int | None = None,
-                 mask_chunk: int = 16, devices=None, upsample: bool = True,
+                 peers=("torch-cam ISCAM",))
+def build_is_cam(split, x, target=None, *, steps: int = 10, top_n: int | None = None,
+                 chunk_size: int | dict | None = None, devices=None, upsample: bool = True,
                  normalize: bool = True) -> Built:
     """IS-CAM (Naidu et al., 2020, arXiv 2010.03023), as torchcam 0.5.0's ISCAM.
 
     w = softmax_k((1/N) sum_i (logit_c(c_i x * H_k) - logit_c(x))) with torch-cam's masks
-    H_k and the cumulative coefficients c_i = sum_{j=1}^{i} j / N, i = 1..N.
+    H_k and the cumulative coefficients c_i = sum_{j=1}^{i} j / N, i = 1..N, N = ``steps``.
     """
     return _build(split, x, target, variant="torchcam", mode="integrated",
-                  n_samples=n_samples, top_n=top_n, mask_chunk=mask_chunk, devices=devices,
-                  upsample=upsample, normalize=normalize)
+                  n_samples=steps, top_n=top_n, chunk_size=chunk_size, devices=devices,
+                  upsample=upsample, normalize=normalize, samples_name="steps")
 
 
-@register_method(kind="perturbation", traced=("value",), reference="Desai & Ramaswamy, WACV 2020",
+@register_method(kind="perturbation", traced=("value",), chunks=("channels",),
+                 reference="Desai & Ramaswamy, WACV 2020",
                  summary="sum_k (Y - Y_k) / Y A^k, channel k ablated, through the head alone",
                  peers=("pytorch-grad-cam AblationCAM",),
                  help={"link": '"logit" (as pytorch-grad-cam\'s ``ClassifierOutputTarget``), '
                                '"exp", "softmax", "log_softmax" or "rest".',
-                       "value": "what an ablated activation is set to (traced).",
-                       "ablation_chunk": "ablated channels evaluated together (memory: that "
-                                         "many copies of A through the head at once)."})
+                       "value": "what an ablated activation is set to (traced)."})
 def build_ablation_cam(split, x, target=None, *, link: str = "logit", value: float = 0.0,
-                       ablation_chunk: int = 32, devices=None, upsample: bool = True,
-                       normalize: bool = True) -> Built:
+                       chunk_size: int | dict | None = None, devices=None,
+                       upsample: bool = True, normalize: bool = True) -> Built:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020), as pytorch-grad-cam 1.5.7's AblationCAM.
 
     w_k = (Y - Y_k) / Y, map = ReLU(sum_k w_k A^k), with Y the target's score (the logit
     by default) and Y_k the score with feature map k of A set to ``value``. Only the head
-    runs on the ablated activations: K head evaluations, ``ablation_chunk`` at a time
+    runs on the ablated activations: K head evaluations, ``chunk_size`` at a time
     with ``vmap``, against K whole-network passes for a library that ablates by hooks.
     pytorch-grad-cam sets the ablated channel to 0 when the layer's minimum is 0 (every
     post-ReLU layer), and to (its running minimum - 1e7) otherwise; jaxcam uses ``value``
@@ -356,11 +363,11 @@ def build_ablation_cam(split, x, target=None, *, link: str = "logit", value: flo
 
     Example::
 
-        maps = jaxcam.ablation_cam(split, x, 282, ablation_chunk=64)
+        maps = jaxcam.ablation_cam(split, x, 282, chunk_size=64)
     """
-    ablation_chunk = check_positive_int("ablation_chunk", ablation_chunk)
+    ablation_chunk = per_axis(chunk_size, ("channels",))["channels"] or ABLATION_CHUNK
     objective, classes = resolve(split, x, target, link)
-    mesh = make_mesh(devices)
+    mesh = method_mesh(devices)
     k = split_shapes(split, x).activations.shape[-1]
     chunk = _chunk_size(k, ablation_chunk, 1 if mesh is None else mesh.size)
     measure = Ablations(objective, chunk, mesh, check_number("value", value, nonneg=False))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -27,12 +28,21 @@ from jaxcam._explain import explain
 KINDS = ("gradient", "activation", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")
 RETURNS = ("map", "input_gradients")
+# what a chunked axis holds, and its default chunk (a method's ``chunk_size``)
+CHUNK_AXES = {
+    "directions": "activations the exact engines differentiate together (default 256)",
+    "samples": "noisy copies of the input (default: near-equal chunks of at most 8 per "
+               "device, rounded up to a multiple of the device count)",
+    "masks": "masked inputs through the whole network (default 16)",
+    "channels": "ablated copies of the activations through the head (default 32)",
+}
 # the options every map method takes (:func:`jaxcam._explain.explain`), with their defaults
 SHARED_OPTIONS = {"layers": None, "fuse": "mean", "aug_smooth": False, "augmentations": None,
                   "eigen_smooth": False}
 
-# One line of help per option name; a declaration's ``help`` overrides an entry where the
-# option means something particular to its method.
+# The vocabulary: one line of help per option name, every built-in method's options among
+# them (one name per idea); a declaration's ``help`` overrides an entry where the option
+# means something particular to its method, and may add a user method's own options.
 OPTION_HELP = {
     "split": "the model split at the target layer (:func:`jaxcam.models.load`).",
     "x": "preprocessed images (B, H, W, C).",
@@ -55,21 +65,27 @@ OPTION_HELP = {
     "engine": 'the exact derivatives\' engine: "linearised" (piecewise-linear heads), '
               '"generic" (any head; one Taylor expansion per activation) or "auto" '
               "(linearised when ``split.piecewise_linear_head``).",
-    "chunk_size": "activations (directions) the exact engines handle together; bounds "
-                  "their memory (None: all at once).",
+    "chunk_size": "items evaluated together (``vmap``) along each of the method's chunked "
+                  "axes, so memory is that of one chunk: an int for every axis, a dict per "
+                  "axis (e.g. ``{'samples': 4}``) or None (each axis's default).",
+    "steps": "integration steps (>= 1).",
+    "variant": "whose computation to reproduce, where the papers and the peer libraries "
+               "differ (each method lists its variants).",
+    "baseline": "the reference input a score is compared with (traced).",
+    "value": "what an ablated activation is set to (traced).",
+    "comparisons": "the ranks of the compared classes by logit distance to the target (1 = "
+                   "the most similar).",
+    "alpha": "the weight of the compared classes' logits (traced).",
+    "method": "the registered method run on the score.",
     "eps": "added to the weights' denominator (traced).",
     "key": "a ``jax.random`` key, typed (``jax.random.key(seed)``) or legacy "
            "(``jax.random.PRNGKey(seed)``); the same seed gives the same map either way.",
     "n_samples": "the number of noisy copies (>= 1).",
     "noise": "the noise spread relative to each image's value range (>= 0; traced).",
-    "sample_chunk": "noisy copies evaluated together (None: near-equal chunks of at most 8 "
-                    "per device); rounded up to a multiple of the device count.",
     "devices": "devices to split the copies, masks or ablations across, e.g. "
                "``jax.devices()`` (None: the default device alone).",
     "top_n": "Faster Score-CAM: score only the ``top_n`` channels of largest spatial "
              "variance of each image; the others weigh 0 (None: every channel).",
-    "mask_chunk": "masked inputs evaluated together (memory: that many images through the "
-                  "network at once).",
     "layers": "several cuts of the same network: layer names (re-cut by "
               ":meth:`jaxcam.Split.at`) or :class:`jaxcam.Split` objects; each layer's map "
               "is normalised at its own resolution, resized to the input and fused by "
@@ -154,6 +170,7 @@ class MethodInfo:
         key), "guided" (``Split(guided=...)``), "gap_linear_head" (a global-average-pool
         + linear head).
       options: the method's own options, in its signature's order.
+      chunks: the axes its ``chunk_size`` bounds (:data:`CHUNK_AXES`), in its order.
       traced: the names of the numeric options that are traced (a new value never
         recompiles).
       selectable: takes ``channels=`` and ``neurons=`` (feature-map and neuron
@@ -171,6 +188,7 @@ class MethodInfo:
     returns: str = "map"
     needs: frozenset = frozenset()
     options: tuple[Option, ...] = ()
+    chunks: tuple[str, ...] = ()
     traced: tuple[str, ...] = ()
     selectable: bool = False
     reference: str = ""
@@ -195,7 +213,7 @@ METHODS: dict[str, MethodInfo] = {}
 
 
 def register_method(*, kind: str, reference: str, summary: str, returns: str = "map",
-                    needs=(), traced=(), peers=(), help: dict | None = None,
+                    needs=(), traced=(), chunks=(), peers=(), help: dict | None = None,
                     name: str | None = None) -> Callable:
     """Declares a method: decorates its builder ``build_<name>`` and registers it.
 
@@ -208,6 +226,8 @@ def register_method(*, kind: str, reference: str, summary: str, returns: str = "
       kind, returns, needs, reference, summary, peers: as :class:`MethodInfo`; "key" is
         added to ``needs`` when the builder requires a ``key``.
       traced: the options whose new values never recompile.
+      chunks: the axes (:data:`CHUNK_AXES`) its ``chunk_size`` option bounds; a method with
+        a ``chunk_size`` option declares them, and the option's help lists them.
       help: one line per option that :data:`OPTION_HELP` lacks, or that means something
         particular to this method.
       name: the public name (default: the builder's name without ``build_``).
@@ -228,6 +248,7 @@ def register_method(*, kind: str, reference: str, summary: str, returns: str = "
     def declare(build: Callable) -> Callable:
         info = _method_info(build, name or build.__name__.removeprefix("build_"), kind=kind,
                             returns=returns, needs=frozenset(needs), traced=tuple(traced),
+                            chunks=tuple(chunks),
                             reference=reference, summary=summary, peers=tuple(peers),
                             help=dict(help or {}))
         if info.name in METHODS:
@@ -254,6 +275,9 @@ def _method_info(build: Callable, name: str, *, help: dict, **fields) -> MethodI
         if p.kind is not p.KEYWORD_ONLY:
             raise ValueError(f"build_{name}: option {p.name!r} must be keyword-only")
         text = help.get(p.name, OPTION_HELP.get(p.name))
+        if p.name == "chunk_size" and text:
+            text += " Axes: " + "; ".join(f"{a}: {CHUNK_AXES.get(a, a)}"
+                                          for a in fields["chunks"]) + "."
         if not text:
             raise ValueError(f"build_{name}: option {p.name!r} has no help: declare "
                              f"help={{{p.name!r}: '...'}}")
@@ -261,6 +285,10 @@ def _method_info(build: Callable, name: str, *, help: dict, **fields) -> MethodI
         options.append(Option(p.name, p.default, annotation, text,
                               p.name in fields["traced"]))
     names = {o.name for o in options}
+    if bool(fields["chunks"]) != ("chunk_size" in names) or not set(fields["chunks"]) <= set(
+            CHUNK_AXES):
+        raise ValueError(f"build_{name}: a chunk_size option goes with chunks=(axes...), "
+                         f"axes of {tuple(CHUNK_AXES)}")
     unknown = set(fields["traced"]) - names
     if unknown or not set(fields["needs"]) <= set(NEEDS):
         raise ValueError(f"build_{name}: traced options {sorted(unknown)} are not options, "
@@ -371,6 +399,30 @@ def method_info(method: str | Callable) -> MethodInfo:
             return info
     raise ValueError(f"unknown method {getattr(method, '__name__', method)!r}; the "
                      f"registered methods are {available_methods()}")
+
+
+def options_table() -> str:
+    """The vocabulary as a Markdown table (the README's options table): every option of a
+    registered method, what it means, and the methods that take it (with the axes each
+    one's ``chunk_size`` bounds)."""
+    names: dict[str, list[str]] = {}
+    for info in METHODS.values():
+        for option in info.options:
+            names.setdefault(option.name, []).append(
+                f"`{info.name}`" + (f" ({', '.join(info.chunks)})"
+                                    if option.name == "chunk_size" else ""))
+    names.update({name: ["every map method"] for name in SHARED_OPTIONS})
+    rows = ["| option | meaning | methods |", "|---|---|---|"]
+    for name, methods in names.items():
+        meaning = OPTION_HELP.get(name) or next(
+            o.help for i in METHODS.values() for o in i.options if o.name == name)
+        rows.append(f"| `{name}` | {_markdown(meaning)} | {', '.join(methods)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _markdown(text: str) -> str:
+    """Docstring markup as Markdown: ``:func:`x``` and ````x```` become ```x```."""
+    return re.sub(r":\w+:`([^`]+)`", r"`\1`", text).replace("``", "`")
 
 
 def _needs_text(info: MethodInfo) -> str:

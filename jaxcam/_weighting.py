@@ -25,7 +25,7 @@ def cam_weights(d1: Array) -> Array:
     return jnp.sum(d1, axis=SPATIAL)
 
 
-VARIANTS = ("paper", "torchcam", "renormalized")
+GRAD_CAM_PP_VARIANTS = ("paper", "torchcam", "renormalized")
 
 
 def safe_ratio(num: Array, den: Array) -> Array:
@@ -61,7 +61,7 @@ def grad_cam_pp_alphas(a: Array, d2: Array, d3: Array, *, eps: float = 0.0,
     if variant == "renormalized":
         return safe_ratio(alpha, jnp.sum(alpha, axis=SPATIAL, keepdims=True))
     if variant != "paper":
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        raise ValueError(f"unknown variant {variant!r}; expected one of {GRAD_CAM_PP_VARIANTS}")
     return alpha
 
 

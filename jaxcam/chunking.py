@@ -4,6 +4,6 @@
 from jaxcam._chunking import chunk_size as chunk_size
 from jaxcam._chunking import chunked_map as chunked_map
 from jaxcam._chunking import chunked_sum as chunked_sum
-from jaxcam._chunking import make_mesh as make_mesh
+from jaxcam._chunking import per_axis as per_axis
 
-__all__ = ["chunk_size", "chunked_map", "chunked_sum", "make_mesh"]
+__all__ = ["chunk_size", "chunked_map", "chunked_sum", "per_axis"]

@@ -623,7 +623,7 @@ def _methods(args) -> int:
     import jaxcam
 
     if args.markdown:
-        _say(jaxcam.method_table().rstrip("\n"))
+        _say(jaxcam.method_table(), jaxcam.options_table().rstrip("\n"))
         return 0
     if args.name:
         info = jaxcam.method_info(args.name)     # an unknown name names the registered ones
@@ -814,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_argument("name", nargs="?", default=None,
                          help="one method: its options, defaults and help")
     methods.add_argument("--markdown", action="store_true",
-                         help="print the README's Markdown table")
+                         help="print the README's Markdown tables: methods, then options")
     methods.set_defaults(run=_methods)
     return parser
 

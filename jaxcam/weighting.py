@@ -7,7 +7,7 @@ score shaped like them, so each formula can be checked on a hand-made example.
 """
 
 from jaxcam._weighting import SPATIAL as SPATIAL
-from jaxcam._weighting import VARIANTS as VARIANTS
+from jaxcam._weighting import GRAD_CAM_PP_VARIANTS as GRAD_CAM_PP_VARIANTS
 from jaxcam._weighting import ablation_weights as ablation_weights
 from jaxcam._weighting import cam_weights as cam_weights
 from jaxcam._weighting import channel_sum as channel_sum
@@ -25,7 +25,7 @@ from jaxcam._weighting import upsample as upsample
 from jaxcam._weighting import weighted_map as weighted_map
 from jaxcam._weighting import xgrad_cam_weights as xgrad_cam_weights
 
-__all__ = ["SPATIAL", "VARIANTS", "ablation_weights", "cam_weights", "channel_sum",
+__all__ = ["SPATIAL", "GRAD_CAM_PP_VARIANTS", "ablation_weights", "cam_weights", "channel_sum",
            "channel_weighted", "first_component", "grad_cam_pp_alphas", "grad_cam_pp_weights",
            "grad_cam_weights", "layer_cam_weights", "mixed_index_alphas", "normalize",
            "pixel_weighted_sum", "shapley_cam_weights", "upsample", "weighted_map",

@@ -102,8 +102,8 @@ BAD_OPTIONS = [
     ("n_samples 2.0", _smooth, dict(key=KEY, n_samples=2.0), TypeError, r"n_samples must be a positive integer, got 2.0"),
     ("n_samples True", _smooth, dict(key=KEY, n_samples=True), TypeError, r"n_samples must be .*True \(bool\)"),
     ("n_samples 0", _smooth, dict(key=KEY, n_samples=0), ValueError, r"n_samples must be a positive integer \(>= 1\), got 0"),
-    ("sample_chunk 2.5", _smooth, dict(key=KEY, sample_chunk=2.5), TypeError, r"sample_chunk must be a positive integer, got 2.5"),
-    ("sample_chunk 0", _smooth, dict(key=KEY, sample_chunk=0), ValueError, r"sample_chunk must be .*got 0"),
+    ("smooth chunk_size 2.5", _smooth, dict(key=KEY, chunk_size=2.5), TypeError, r"chunk_size must be a positive integer, got 2.5"),
+    ("smooth chunk_size 0", _smooth, dict(key=KEY, chunk_size=0), ValueError, r"chunk_size must be .*got 0"),
     ("chunk_size 2.5", jaxcam.grad_cam_pp, dict(chunk_size=2.5), TypeError, r"chunk_size must be a positive integer, got 2.5"),
     ("chunk_size -1", jaxcam.grad_cam_pp, dict(chunk_size=-1), ValueError, r"chunk_size must be .*got -1"),
     ("smooth chunk_size", _smooth, dict(key=KEY, chunk_size=np.float32(3)), TypeError, r"chunk_size must be"),
@@ -131,7 +131,7 @@ def test_bad_option_is_refused(case, tiny_split, tiny_x):
     (dict(order=0), ValueError, r"order must be a positive integer \(>= 1\), got 0"),
     (dict(order=1.5), TypeError, r"order must be a positive integer, got 1.5"),
     (dict(chunk_size=2.5), TypeError, r"chunk_size must be a positive integer, got 2.5"),
-    (dict(mode="fast"), ValueError, r"unknown mode 'fast'"),
+    (dict(derivatives="fast"), ValueError, r"unknown derivatives 'fast'"),
 ])
 def test_pure_derivatives_options(options, error, match):
     with pytest.raises(error, match=match):

@@ -22,7 +22,7 @@ from benchmarks._standin import torchvision_standin  # noqa: E402
 def document():
     cases = [suite.Case("resnet18", "layer4", 32, "grad_cam", 2),
              suite.Case("resnet18", "layer4", 32, "grad_cam_pp:exact", 1),
-             suite.Case("resnet18", "layer3", 32, "score_cam", 1, (("mask_chunk", 128),))]
+             suite.Case("resnet18", "layer3", 32, "score_cam", 1, (("chunk_size", 128),))]
     with torchvision_standin():                       # pytorch-grad-cam imports torchvision
         return suite.run(cases, repeats=1, progress=None)
 
@@ -36,7 +36,7 @@ def test_rows_baselines_and_peers(document):
     assert [r["baseline"]["kind"] for r in rows] == [
         "forward", "jaxcam", "jaxcam", "closed_form", "masked_forward"]
     assert rows[-1]["baseline"]["images"] == 256               # layer3's channels, 1 image
-    assert rows[-1]["options"] == {"mask_chunk": 128}
+    assert rows[-1]["options"] == {"chunk_size": 128}
     for r in rows[1:3]:                                        # the same computation
         assert r["agreement"] > 0.99, r
     env = document["environment"]

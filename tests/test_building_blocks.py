@@ -150,6 +150,49 @@ def test_chunked_map_and_sum_equal_direct_evaluation(n, chunk):
     np.testing.assert_array_equal(indices, np.arange(n) * 3)
 
 
+def test_chunk_size_per_axis():
+    from jaxcam.chunking import per_axis
+
+    axes = ("samples", "directions")
+    assert per_axis(None, axes) == {"samples": None, "directions": None}
+    assert per_axis(4, axes) == {"samples": 4, "directions": 4}
+    assert per_axis({"directions": 64}, axes) == {"samples": None, "directions": 64}
+    with pytest.raises(ValueError, match="names the axis 'masks'.*axes are samples, "
+                                         "directions"):
+        per_axis({"masks": 2}, axes)
+    with pytest.raises(ValueError, match=r"chunk_size\['samples'\] must be .*got 0"):
+        per_axis({"samples": 0}, axes)
+    with pytest.raises(TypeError, match="chunk_size must be a positive integer"):
+        per_axis(2.5, axes)
+
+
+def test_chunk_size_reaches_every_axis_and_never_changes_the_map(tiny_split, tiny_x):
+    """Chunking bounds memory only: each axis of each method, by int or by dict, gives the
+    map of the default chunks (to rounding; the same program when the chunks agree)."""
+    key, c = jax.random.key(0), np.array([0, 3, 4])
+    smooth = dict(key=key, n_samples=4, derivatives="exact", link="softmax")
+    default = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, c, **smooth)
+    for chunk in (1, {"samples": 3}, {"samples": 2, "directions": 5}):
+        np.testing.assert_allclose(
+            jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, c, chunk_size=chunk, **smooth),
+            default, rtol=1e-5, atol=1e-6)
+    smoothed = jaxcam.smoothed("grad_cam_pp")
+    np.testing.assert_allclose(
+        smoothed(tiny_split, tiny_x, c, chunk_size={"samples": 2, "directions": 7}, **smooth),
+        smoothed(tiny_split, tiny_x, c, **smooth), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="names the axis 'directions'.*axes are samples"):
+        jaxcam.smoothed("grad_cam")(tiny_split, tiny_x, c, key=key,
+                                    chunk_size={"directions": 2})
+    np.testing.assert_array_equal(jaxcam.score_cam(tiny_split, tiny_x, c, chunk_size=3),
+                                  jaxcam.score_cam(tiny_split, tiny_x, c,
+                                                   chunk_size={"masks": 3}))
+    np.testing.assert_allclose(jaxcam.ablation_cam(tiny_split, tiny_x, c, chunk_size=2),
+                               jaxcam.ablation_cam(tiny_split, tiny_x, c), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="names the axis 'samples'.*axes are masks"):
+        jaxcam.score_cam(tiny_split, tiny_x, c, chunk_size={"samples": 2})
+
+
 def test_chunked_sum_with_log_weights_never_overflows():
     """sum_i exp(lw_i - max lw) v_i with log-weights in the thousands, against float64."""
     rng = np.random.default_rng(0)

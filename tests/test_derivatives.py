@@ -73,7 +73,7 @@ def test_pure_derivatives_match_finite_differences(x64, head, link):
         err = np.abs(exact[k] - fd[k]).max() / np.abs(fd[k]).max()
         assert err <= 1e-6, (k + 1, err)
     # The closed form is only an approximation on a smooth head.
-    approx = np.stack(jaxcam.pure_derivatives(score, jnp.asarray(a), mode="approx"))
+    approx = np.stack(jaxcam.pure_derivatives(score, jnp.asarray(a), derivatives="approx"))
     assert np.abs(approx[1] - exact[1]).max() > 1e-2 * np.abs(exact[1]).max()
 
 
@@ -91,7 +91,7 @@ def test_pure_derivatives_hand_computed():
 
 def _derivs(split, x, target, link, engine):
     objective, classes = resolve(split, x, target, link)
-    f = jax.jit(lambda s, a, c: cam_derivatives(s, a, objective, c, order=3, mode="exact",
+    f = jax.jit(lambda s, a, c: cam_derivatives(s, a, objective, c, order=3, derivatives="exact",
                                                 engine=engine, chunk_size=256))
     return f(split, split.activations(x), classes)
 
@@ -213,7 +213,7 @@ def test_smooth_with_clean_samples_is_grad_cam_pp(layer, size, derivatives, link
 def test_smooth_is_a_function_of_the_key(deep_head):
     x = jax.random.normal(jax.random.key(10), (1, 48, 48, 3))
     f = lambda key, chunk: jaxcam.smooth_grad_cam_pp(  # noqa: E731
-        deep_head, x, 1, key=key, n_samples=5, sample_chunk=chunk)
+        deep_head, x, 1, key=key, n_samples=5, chunk_size=chunk)
     same = f(jax.random.key(1), 5)
     np.testing.assert_array_equal(same, f(jax.random.key(1), 5))
     np.testing.assert_allclose(f(jax.random.key(1), 2), same, atol=1e-5)  # chunking: same map
@@ -227,13 +227,13 @@ def _relu_head_split(tiny_split):
     return tiny_split.replace(head=head, gap_linear_head=False)
 
 
-# n = 4 noisy copies: sample_chunk 1 (4 steps), 2, 3 (padded to 6) and 4 (all at once).
+# n = 4 noisy copies: chunk_size 1 (4 steps), 2, 3 (padded to 6) and 4 (all at once).
 @pytest.mark.parametrize("variant, settings, chunks", [
     ("paper", (True, False), (1, 2, 3, 4)), ("torchcam", (False,), (3, 4))])
 def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, settings,
                                                   chunks):
     """The map of an image is the same in any batch, at any position, for any
-    sample_chunk, whatever jax_threefry_partitionable is set to (each setting draws other
+    chunk_size, whatever jax_threefry_partitionable is set to (each setting draws other
     noise, so both are checked). Different shapes are different compiled programs: equal
     up to rounding."""
     split = _relu_head_split(tiny_split)
@@ -243,7 +243,7 @@ def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, s
     def f(x, t, chunk):
         return np.asarray(jaxcam.smooth_grad_cam_pp(
             split, x, t, key=jax.random.key(5), n_samples=n, noise=0.2, variant=variant,
-            sample_chunk=chunk, upsample=False, normalize=False))
+            chunk_size=chunk, upsample=False, normalize=False))
 
     by_setting = {}
     for partitionable in settings:
@@ -263,7 +263,7 @@ def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, s
         assert np.all(differ > 1e-3 * np.abs(by_setting[True]).max(axis=(1, 2))), differ
 
 
-def test_smooth_sample_chunk_bounds_memory(deep_head):
+def test_smooth_chunk_size_bounds_memory(deep_head):
     from jaxcam._methods import build_smooth_grad_cam_pp
     from jaxcam._pipeline import run
 
@@ -271,7 +271,7 @@ def test_smooth_sample_chunk_bounds_memory(deep_head):
 
     def temp_bytes(chunk):
         program, classes, key, _ = build_smooth_grad_cam_pp(
-            deep_head, x, 1, key=jax.random.key(0), n_samples=32, sample_chunk=chunk)
+            deep_head, x, 1, key=jax.random.key(0), n_samples=32, chunk_size=chunk)
         compiled = run.lower(program, deep_head, x, classes, key).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
@@ -280,8 +280,8 @@ def test_smooth_sample_chunk_bounds_memory(deep_head):
 
 
 @pytest.mark.parametrize("variant", ["paper", "torchcam", "renormalized"])
-@pytest.mark.parametrize("sample_chunk", [1, 4])
-def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_smooth_golden_against_the_formula(deep_head, variant, chunk_size):
     # By hand: copy i of image b = x_b + sigma_b * N(0, 1), the standard normal noise
     # drawn for ONE image with jax.random.split(key, n)[i - 1] (the same for every image),
     # sigma_b = 0.2 * (max - min) of image b. With Y = exp(S) the closed form at copy i
@@ -317,7 +317,7 @@ def test_smooth_golden_against_the_formula(deep_head, variant, sample_chunk):
         expected = W.normalize(W.weighted_map(a, W.grad_cam_pp_weights(a, d1, d2, d3,
                                                                        variant=variant)))
     maps = jaxcam.smooth_grad_cam_pp(split, x, c, key=key, n_samples=n, noise=0.2,
-                                     variant=variant, sample_chunk=sample_chunk,
+                                     variant=variant, chunk_size=chunk_size,
                                      upsample=False)
     assert np.all(np.abs(expected).max(axis=(1, 2)) > 0)
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-5)
@@ -343,7 +343,7 @@ np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
 # 3 per device, summed across devices by an all-reduce
 program, classes, key, mesh = build_smooth_grad_cam_pp(split, x, 1, devices=jax.devices(),
                                                        **options)
-assert program.measure.sample_chunk == 6
+assert program.measure.chunk == 6
 hlo = run.lower(program, split, x, classes, key).compile().as_text()
 assert "all-reduce" in hlo
 assert "f32[3,1,48,48,3]" in hlo and "f32[6,1,48,48,3]" not in hlo
@@ -430,7 +430,7 @@ def test_variant_renormalized_divides_by_the_channel_sum():
 
 def test_variants_through_the_public_api(tiny_split, tiny_x):
     maps = {v: jaxcam.grad_cam_pp(tiny_split, tiny_x, 1, variant=v, upsample=False,
-                                  normalize=False) for v in W.VARIANTS}
+                                  normalize=False) for v in W.GRAD_CAM_PP_VARIANTS}
     a = tiny_split.activations(tiny_x)
     g = jax.grad(lambda a: tiny_split.logits_from(a)[:, 1].sum())(a)
     for v, m in maps.items():

@@ -143,7 +143,7 @@ def test_ablation_cam_by_hand(tiny_split, tiny_x):
     w = (s[:, None] - ablated) / s[:, None]
     expected = _relu(np.einsum("bhwk,bk->bhw", a, w))
     for chunk in (1, 4, 6):  # the chunking changes nothing
-        _close(jaxcam.ablation_cam(tiny_split, tiny_x, TARGETS, ablation_chunk=chunk, **RAW),
+        _close(jaxcam.ablation_cam(tiny_split, tiny_x, TARGETS, chunk_size=chunk, **RAW),
                expected)
     # a traced ablation value: channel k set to -1 instead of 0
     ablated = np.stack([_logits(tiny_split, np.where(np.arange(6) == k, -1.0, a))

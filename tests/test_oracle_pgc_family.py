@@ -230,7 +230,7 @@ def test_ablation_cam_raw_maps(pgc, case, x64):
         model.float()          # float32 -> float64 -> float32 is exact: the case's weights
         hook.remove()
     assert len(raw) == 1
-    got = jaxcam.ablation_cam(split.astype(np.float64), x, None, ablation_chunk=128,
+    got = jaxcam.ablation_cam(split.astype(np.float64), x, None, chunk_size=128,
                               upsample=False, normalize=False)
     assert np.asarray(got).dtype == np.float64
     _check_raw(got, raw[0])

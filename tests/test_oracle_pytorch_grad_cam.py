@@ -168,7 +168,7 @@ def test_score_cam_raw_maps_match_pytorch_grad_cam(pgc, case):
                 targets=[ClassifierOutputTarget(TARGETS[0])])
     expected = raw[0]
     got = np.asarray(jaxcam.score_cam(split, x, TARGETS[0], variant="pytorch-grad-cam",
-                                      mask_chunk=64, upsample=False, normalize=False))
+                                      chunk_size=64, upsample=False, normalize=False))
     assert got.shape == expected.shape
     scale = expected.max(axis=(1, 2))
     assert np.all(scale > 0)

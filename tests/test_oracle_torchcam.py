@@ -231,15 +231,15 @@ def test_score_cam_family_matches_torchcam(resnet18, x, name):
     if name == "SSCAM":
         assert noise.calls == SCORE_SAMPLES
     split = jaxcam.models.load("resnet18", layer=layer, weights=variables)
-    options = dict(mask_chunk=64, upsample=False, normalize=False)
+    options = dict(chunk_size=64, upsample=False, normalize=False)
     t = np.array(TARGETS)
     if name == "ScoreCAM":
         got = jaxcam.score_cam(split, x, t, variant="torchcam", **options)
     elif name == "SSCAM":
         got = jaxcam.ss_cam(split, x, t, key=jax.random.key(KEY), n_samples=SCORE_SAMPLES,
-                            sigma=sigma, **options)
+                            noise=sigma, **options)
     else:
-        got = jaxcam.is_cam(split, x, t, n_samples=SCORE_SAMPLES, **options)
+        got = jaxcam.is_cam(split, x, t, steps=SCORE_SAMPLES, **options)
     got = np.asarray(got)
     assert got.shape == expected.shape
     scale = np.abs(expected).max(axis=(1, 2))

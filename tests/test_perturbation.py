@@ -68,22 +68,22 @@ def test_top_n_scores_the_channels_of_largest_variance(tiny_split, tiny_x):
 
 
 def test_is_cam_and_ss_cam_reduce_to_score_cam(tiny_split, tiny_x):
-    """One IS-CAM step has coefficient 1/1 = 1 and SS-CAM with sigma 0 adds no noise: both
+    """One IS-CAM step has coefficient 1/1 = 1 and SS-CAM with noise 0 adds none: both
     are torch-cam's Score-CAM."""
     c, options = np.array([0, 2, 4]), dict(upsample=False, normalize=False)
     score = jaxcam.score_cam(tiny_split, tiny_x, c, variant="torchcam", **options)
     assert np.abs(score).max() > 0
-    np.testing.assert_allclose(jaxcam.is_cam(tiny_split, tiny_x, c, n_samples=1, **options),
+    np.testing.assert_allclose(jaxcam.is_cam(tiny_split, tiny_x, c, steps=1, **options),
                                score, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jaxcam.ss_cam(tiny_split, tiny_x, c, key=jax.random.key(0),
-                                             n_samples=3, sigma=0.0, **options),
+                                             n_samples=3, noise=0.0, **options),
                                score, rtol=1e-5, atol=1e-6)
     noisy = jaxcam.ss_cam(tiny_split, tiny_x, c, key=jax.random.key(0), n_samples=3,
-                          sigma=2.0, **options)
+                          noise=2.0, **options)
     assert np.abs(noisy - score).max() > 1e-3
 
 
-def test_mask_chunk_bounds_memory(tiny_split):
+def test_chunk_size_bounds_score_cam_memory(tiny_split):
     from jaxcam._perturbation import _build
     from jaxcam._pipeline import run
 
@@ -91,7 +91,7 @@ def test_mask_chunk_bounds_memory(tiny_split):
 
     def temp_bytes(chunk):
         program, classes, _, _ = _build(tiny_split, x, 1, variant="paper", mode="plain",
-                                     mask_chunk=chunk)
+                                     chunk_size=chunk)
         return run.lower(program, tiny_split, x, classes).compile().memory_analysis() \
             .temp_size_in_bytes
 
@@ -104,14 +104,14 @@ def test_score_cam_errors(tiny_split, tiny_x):
         jaxcam.score_cam(tiny_split, tiny_x, 0, variant="gradcam")
     with pytest.raises(ValueError, match=r"top_n=7 exceeds the layer's 6 feature maps"):
         jaxcam.score_cam(tiny_split, tiny_x, 0, top_n=7)
-    with pytest.raises(ValueError, match="mask_chunk must be a positive integer"):
-        jaxcam.score_cam(tiny_split, tiny_x, 0, mask_chunk=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        jaxcam.score_cam(tiny_split, tiny_x, 0, chunk_size=0)
     with pytest.raises(ValueError, match=r"baseline of shape \(5, 5\) does not broadcast"):
         jaxcam.score_cam(tiny_split, tiny_x, 0, baseline=np.zeros((5, 5)))
     with pytest.raises(ValueError, match="baseline contains NaN"):
         jaxcam.score_cam(tiny_split, tiny_x, 0, baseline=np.full((16, 16, 3), np.nan))
-    with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
-        jaxcam.ss_cam(tiny_split, tiny_x, 0, key=jax.random.key(0), sigma=-1.0)
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        jaxcam.ss_cam(tiny_split, tiny_x, 0, key=jax.random.key(0), noise=-1.0)
     # the paper's softmax applies to class targets; any other score is used as it is
     raw = dict(upsample=False, normalize=False)
     by_callable = jaxcam.score_cam(tiny_split, tiny_x, lambda s: s[:, 0], **raw)

@@ -22,7 +22,7 @@ from conftest import tiny_features, tiny_head, tiny_variables
 NAMES = jaxcam.available_methods()
 README = Path(__file__).resolve().parents[1] / "README.md"
 # a second value of each traced option, valid for every method that has it
-OTHER_VALUE = {"eps": 1e-3, "noise": 0.3, "baseline": 0.5, "sigma": 1.0, "alpha": 0.5,
+OTHER_VALUE = {"eps": 1e-3, "noise": 0.3, "baseline": 0.5, "alpha": 0.5,
                "value": -1.0}
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 
@@ -35,6 +35,8 @@ def call(name, split, x, target=None, **options):
         options.setdefault("key", jax.random.key(0))
     if "n_samples" in params:
         options.setdefault("n_samples", 3)
+    if "steps" in params:
+        options.setdefault("steps", 3)
     return info.function(split, x, target, **options)
 
 
@@ -271,3 +273,20 @@ def test_every_option_is_documented_with_its_default():
         assert [o.name for o in info.options] == [p for p in params
                                                  if p not in ("split", "x", "target")
                                                  ][:len(info.options)]
+
+
+def test_readme_options_table_is_the_registry():
+    assert jaxcam.options_table() in README.read_text(), (
+        "README's options table differs from the registry; paste `jaxcam methods --markdown`")
+
+
+def test_every_built_in_option_is_in_the_vocabulary():
+    """One name per idea: a built-in method's option is one of the vocabulary's, and a
+    chunked method names the axes its chunk_size bounds."""
+    from jaxcam._registry import CHUNK_AXES, OPTION_HELP
+
+    for name in NAMES:
+        info = jaxcam.method_info(name)
+        assert {o.name for o in info.options} <= set(OPTION_HELP), name
+        assert set(info.chunks) <= set(CHUNK_AXES)
+        assert bool(info.chunks) == any(o.name == "chunk_size" for o in info.options)

@@ -13,7 +13,7 @@ import torch
 import jaxcam
 import pretrained_ports
 import torch_vit
-from jaxcam.models._registry import _Forward
+from jaxcam.models._load import _Forward
 from jaxcam.models.vit import VisionTransformer
 from test_oracle_pytorch_grad_cam import pgc  # noqa: F401  (the fixture)
 from test_registry import call
@@ -90,7 +90,7 @@ def test_exact_grad_cam_pp_on_a_vit_differs_from_the_closed_form(small):
     a = split.activations(x)
     g_split = split.given(jnp.asarray(x))
     d1, d2, _ = jaxcam.derivatives.head_derivatives(g_split, a, 3, link="exp")
-    _, a2, _ = jaxcam.derivatives.head_derivatives(g_split, a, 3, link="exp", mode="approx")
+    _, a2, _ = jaxcam.derivatives.head_derivatives(g_split, a, 3, link="exp", derivatives="approx")
     rel = float(jnp.linalg.norm(d2 - a2) / jnp.linalg.norm(a2))
     assert rel > 0.05, rel
     np.testing.assert_allclose(a2, d1**2, rtol=1e-4, atol=1e-10)   # D1 = g in both

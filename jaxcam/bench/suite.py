@@ -15,7 +15,7 @@ For each (model, layer, method, options, batch size) and library, a row of:
   case runs (``memory_kind`` says which);
 - ``baseline``: the floor in the same process: the plain forward of the same model and
   batch for gradient methods, the K masked images through the batched forward for the
-  Score-CAM family (K = the layer's channels, measured on one chunk of ``mask_chunk``
+  Score-CAM family (K = the layer's channels, measured on one chunk of ``chunk_size``
   images and scaled), the closed form for exact Grad-CAM++; ``ratio`` is median / floor;
 - ``agreement``: for a peer row, the mean Pearson correlation between the peer's maps and
   jaxcam's (both at the input size), so that speed is never compared between different
@@ -100,13 +100,13 @@ SUITES = {
         ["resnet18"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
                        "layer_cam", "smooth_grad_cam_pp"], [1, 8], 112,
         {"smooth_grad_cam_pp": {"n_samples": 8}})
-    + _cases(["resnet18"], ["score_cam"], [1], 112, {"score_cam": {"mask_chunk": 64}}),
+    + _cases(["resnet18"], ["score_cam"], [1], 112, {"score_cam": {"chunk_size": 64}}),
     "full": lambda: _cases(
         ["resnet50"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
                        "layer_cam", "hires_cam", "eigen_cam", "smooth_grad_cam_pp"],
         [1, 8, 32], 224, {"smooth_grad_cam_pp": {"n_samples": 25}})
     + _cases(["resnet50"], ["score_cam", "ablation_cam"], [1], 224,
-             {"score_cam": {"mask_chunk": 64}})
+             {"score_cam": {"chunk_size": 64}})
     + _cases(["vgg16"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact"], [1, 8], 224),
 }
 
@@ -274,7 +274,7 @@ def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]
         return {"kind": "closed_form"}, _jaxcam_fn(setup, closed, x, classes), 1.0
     forward = jax.jit(lambda split, x: split.logits(x))
     if info.kind == "perturbation":
-        chunk = dict(case.options).get("mask_chunk", 16)
+        chunk = dict(case.options).get("chunk_size", 16)
         k = jax.eval_shape(setup.split.activations, jax.ShapeDtypeStruct(
             (1, setup.size, setup.size, 3), np.float32)).shape[-1]
         xs = jax.device_put(np.repeat(x[:1], chunk, 0))

@@ -2,14 +2,14 @@
 split at any named layer."""
 
 from jaxcam.models._layers import depthwise as depthwise
-from jaxcam.models._registry import ModelInfo as ModelInfo
-from jaxcam.models._registry import available as available
-from jaxcam.models._registry import default_layer as default_layer
-from jaxcam.models._registry import info as info
-from jaxcam.models._registry import init_variables as init_variables
-from jaxcam.models._registry import layers as layers
-from jaxcam.models._registry import load as load
-from jaxcam.models._registry import variable_shapes as variable_shapes
+from jaxcam.models._catalog import ModelInfo as ModelInfo
+from jaxcam.models._catalog import available as available
+from jaxcam.models._catalog import default_layer as default_layer
+from jaxcam.models._catalog import info as info
+from jaxcam.models._catalog import init_variables as init_variables
+from jaxcam.models._catalog import layers as layers
+from jaxcam.models._load import load as load
+from jaxcam.models._catalog import variable_shapes as variable_shapes
 from jaxcam.models._training import QUICK as QUICK
 from jaxcam.models._training import TrainConfig as TrainConfig
 from jaxcam.models._training import Trained as Trained

@@ -19,7 +19,7 @@ from typing import Any
 
 import pretrained_ports
 from jaxcam.models._cache import cache_dir
-from jaxcam.models._registry import info, variable_shapes
+from jaxcam.models._catalog import info, variable_shapes
 from pretrained_ports import CheckpointError, ConversionError
 
 
