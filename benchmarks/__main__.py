@@ -1,13 +1,23 @@
 """``python -m benchmarks run [options]``: the suite of :mod:`jaxcam.bench` from a clone
 (the same as ``jaxcam bench [options]``), with pytorch-grad-cam importable over the test
-stand-in of torchvision where the real one cannot be loaded."""
+stand-in of torchvision where the real one cannot be loaded.
+
+``python -m benchmarks curves --axis AXIS``: one cost curve (:mod:`benchmarks.curves`)."""
 
 import sys
 
-from benchmarks._standin import torchvision_standin
-from jaxcam.bench import main
+USAGE = ("usage: python -m benchmarks run [options]  |  python -m benchmarks curves --axis "
+         "batch|samples|masks|depth|engine  (--help after either)")
 
+if sys.argv[1:2] == ["curves"]:
+    from benchmarks.curves import main as curves
+
+    sys.exit(curves(sys.argv[2:]))
 if sys.argv[1:2] != ["run"]:
-    sys.exit("usage: python -m benchmarks run [options]  (python -m benchmarks run --help)")
+    sys.exit(USAGE)
+
+from benchmarks._standin import torchvision_standin  # noqa: E402
+from jaxcam.bench import main  # noqa: E402
+
 with torchvision_standin():
     sys.exit(main(sys.argv[2:], prog="python -m benchmarks run"))
