@@ -149,10 +149,6 @@ class ShapleyCAMMap:
 # --- the methods: each a builder, checked options -> Built (the program and its traced
 # arguments), declared once with register_method; jaxcam.<name> is derived from it.
 
-def _optional_positive_int(name: str, value) -> int | None:
-    return None if value is None else check_positive_int(name, value)
-
-
 def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str = "approx",
                       engine: str = "auto", chunk_size: int | None = None,
                       counterfactual: bool = False, channels=None, neurons=None,
@@ -160,7 +156,6 @@ def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str =
                       hvp: bool = False, reduce: str = "sum") -> Built:
     check_choice("derivatives", derivatives, DERIVATIVES)
     check_choice("engine", engine, ENGINES)
-    chunk_size = _optional_positive_int("chunk_size", chunk_size)
     if engine == "linearised" and not split.piecewise_linear_head:
         raise ValueError("engine='linearised' is exact only for piecewise-linear heads "
                          "(split.piecewise_linear_head is False); use engine='generic'")

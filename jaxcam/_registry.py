@@ -122,6 +122,13 @@ class Option:
     def required(self) -> bool:
         return self.default is inspect.Parameter.empty
 
+    @property
+    def default_text(self) -> str:
+        """"required", or "default X" ("; traced" when it is)."""
+        if self.required:
+            return "required"
+        return f"default {self.default!r}" + ("; traced" if self.traced else "")
+
     def parse(self, text: str):
         """The value of ``text`` given on the command line (``name:option=value``).
 
@@ -293,8 +300,7 @@ def _method_info(build: Callable, name: str, *, help: dict, **fields) -> MethodI
     if unknown or not set(fields["needs"]) <= set(NEEDS):
         raise ValueError(f"build_{name}: traced options {sorted(unknown)} are not options, "
                          f"or needs is not a subset of {NEEDS}")
-    needs = fields.pop("needs") | ({"key"} if "key" in names and next(
-        o for o in options if o.name == "key").required else set())
+    needs = fields.pop("needs") | {o.name for o in options if o.name == "key" and o.required}
     # a method that passes its options on (FinerCAM) takes its inner method's selection
     selectable = {"channels", "neurons"} <= names or passes
     info = MethodInfo(name=name, function=build, build=build, needs=frozenset(needs),
@@ -341,12 +347,6 @@ def _signature(info: MethodInfo) -> inspect.Signature:
     return inspect.Signature(params)
 
 
-def _default_text(option: Option) -> str:
-    if option.required:
-        return "required"
-    return f"default {option.default!r}" + ("; traced" if option.traced else "")
-
-
 def _docstring(info: MethodInfo, doc: str, help: dict) -> str:
     """The builder's description, then the generated arguments, returns, peers and the
     builder's example."""
@@ -356,7 +356,7 @@ def _docstring(info: MethodInfo, doc: str, help: dict) -> str:
     for name in ("split", "x", "target"):
         lines += _wrap(f"{name}: {help.get(name, OPTION_HELP[name])}")
     for option in info.options:
-        lines += _wrap(f"{option.name} ({_default_text(option)}): {option.help}")
+        lines += _wrap(f"{option.name} ({option.default_text}): {option.help}")
     if info.passes_options:
         lines += _wrap("options: passed on to the method it runs.")
     if info.returns == "map" and info.name == "grad_cam":
@@ -375,7 +375,7 @@ def _docstring(info: MethodInfo, doc: str, help: dict) -> str:
     if example.strip():
         lines += ["", "Example::", "", textwrap.indent(textwrap.dedent(example.strip("\n")),
                                                        "    ")]
-    return "\n".join(line for line in lines if line is not None)
+    return "\n".join(lines)
 
 
 def _wrap(text: str) -> list[str]:

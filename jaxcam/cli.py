@@ -628,8 +628,7 @@ def _methods(args) -> int:
     if args.name:
         info = jaxcam.method_info(args.name)     # an unknown name names the registered ones
         _say(f"{info.name}: {info.summary} ({info.reference})", *(
-            f"  {o.name} ({o.type or 'any'}, "
-            + ("required" if o.required else f"default {o.default!r}") + f"): {o.help}"
+            f"  {o.name} ({o.type or 'any'}, {o.default_text}): {o.help}"
             for o in info.options), "",
             f"Set an option with --method {info.name}:OPTION=VALUE (numbers, flags, words).")
         return 0
