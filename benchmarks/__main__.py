@@ -2,17 +2,25 @@
 (the same as ``jaxcam bench [options]``), with pytorch-grad-cam importable over the test
 stand-in of torchvision where the real one cannot be loaded.
 
-``python -m benchmarks curves --axis AXIS``: one cost curve (:mod:`benchmarks.curves`)."""
+``python -m benchmarks curves --axis AXIS``: one cost curve (:mod:`benchmarks.curves`).
+
+``python -m benchmarks memory``: peak memory at batch 32 against the peers, a fresh process
+per case (:mod:`benchmarks.memory`)."""
 
 import sys
 
 USAGE = ("usage: python -m benchmarks run [options]  |  python -m benchmarks curves --axis "
-         "batch|samples|masks|depth|engine  (--help after either)")
+         "batch|samples|masks|depth|engine  |  python -m benchmarks memory [options]  "
+         "(--help after any)")
 
 if sys.argv[1:2] == ["curves"]:
     from benchmarks.curves import main as curves
 
     sys.exit(curves(sys.argv[2:]))
+if sys.argv[1:2] == ["memory"]:
+    from benchmarks.memory import main as memory
+
+    sys.exit(memory(sys.argv[2:]))
 if sys.argv[1:2] != ["run"]:
     sys.exit(USAGE)
 

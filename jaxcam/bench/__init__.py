@@ -10,7 +10,9 @@ installed; see :mod:`jaxcam.bench.suite` for the document's schema.
 """
 
 from jaxcam.bench.suite import (ENVIRONMENT_KEYS, ROW_KEYS, SCHEMA_VERSION, SUITES, Case,
-                                environment, main, markdown, run, validate)
+                                Peer, case_peers, environment, main, markdown, peers, run,
+                                split_parts, validate)
 
-__all__ = ["Case", "ENVIRONMENT_KEYS", "ROW_KEYS", "SCHEMA_VERSION", "SUITES", "environment",
-           "main", "markdown", "run", "validate"]
+__all__ = ["Case", "ENVIRONMENT_KEYS", "Peer", "ROW_KEYS", "SCHEMA_VERSION", "SUITES",
+           "case_peers", "environment", "main", "markdown", "peers", "run", "split_parts",
+           "validate"]
