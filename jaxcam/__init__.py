@@ -32,6 +32,9 @@ from jaxcam._devices import place as place
 from jaxcam._devices import shard_batch as shard_batch
 from jaxcam._explain import Augment as Augment
 from jaxcam._explain import augmentations as augmentations
+from jaxcam._links import LINKS as LINKS
+from jaxcam._links import Link as Link
+from jaxcam._links import links_table as links_table
 from jaxcam._preprocess import Preprocess as Preprocess
 from jaxcam._methods import smoothed as smoothed
 from jaxcam._registry import MethodInfo as MethodInfo
@@ -49,12 +52,13 @@ from jaxcam.models._layers import guided_relu as guided_relu
 __version__ = "0.1.0"
 
 
-_API = ["Augment", "DerivativeComparison", "MethodInfo", "Option", "Preprocess", "Split",
-        "TokenGrid", "augmentations", "available_methods", "batch", "chunking",
-        "compare_derivatives", "compare_maps", "data_mesh", "derivatives", "guided_relu",
-        "method_info", "method_table", "options_table", "metrics", "models", "padded_size", "place",
-        "pure_derivatives", "register_method", "shard_batch", "smoothed", "split_module",
-        "targets", "viz", "weighting"]
+_API = ["Augment", "DerivativeComparison", "LINKS", "Link", "MethodInfo", "Option",
+        "Preprocess", "Split", "TokenGrid", "augmentations", "available_methods",
+        "batch", "chunking", "compare_derivatives", "compare_maps", "data_mesh",
+        "derivatives", "guided_relu", "links_table", "method_info", "method_table",
+        "metrics", "models", "options_table", "padded_size", "place",
+        "pure_derivatives", "register_method", "shard_batch", "smoothed",
+        "split_module", "targets", "viz", "weighting"]
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ from jax.flatten_util import ravel_pytree
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam import _links as L
 from jaxcam import _twofloat as TF
-from jaxcam._targets import SCALAR_LINKS, Objective, resolve_for
+from jaxcam._targets import Objective, resolve_for
 from jaxcam._chunking import chunked_map, chunked_sum
 from jaxcam._split import vmap_examples
 from jaxcam._taylor import basis_derivatives
@@ -122,7 +122,7 @@ def head_gradient(split, a: Array, objective: Objective, classes: Array):
 
 
 def _needs_one_row(objective: Objective) -> bool:
-    return objective.by_class and objective.link in SCALAR_LINKS
+    return objective.by_class and L.LINKS[objective.link].scalar
 
 
 def _central_moments(deviations, p: Array, chunk: int) -> tuple[Array, Array]:

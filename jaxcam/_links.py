@@ -1,4 +1,9 @@
-"""Derivatives of a class's linked score along a curve of logits, accurate in float32.
+"""The links, and the derivatives of a class's linked score along a curve of logits,
+accurate in float32.
+
+:data:`LINKS` is the one table of links: the API's ``link`` options, the targets of
+:mod:`jaxcam.targets`, the metrics, the command line's ``--link`` and the README's table
+all read it.
 
 A link maps the logits S (C,) to the explained score Y = link(S)_c. The exact engines move
 the logits along a curve S(t) = S + t s1 + t^2/2 s2 + t^3/6 s3 (s2 = s3 = 0 for a
@@ -31,12 +36,89 @@ derivatives are exactly zero rather than rounding noise.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxcam._checks import check_choice
+
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A link: the function of the logits S (B, C) whose class score a method explains,
+    Y = link(S)[c].
+
+    Attributes:
+      name: the value of a ``link`` option.
+      vector: S (B, C) -> link(S) (B, C), what autodiff differentiates.
+      scalar: it also applies to one score per example (a callable target or a target of
+        :mod:`jaxcam.targets`), not only to the vector of class logits.
+      value: ``vector`` gives the score's value. False for "exp": it is differentiated as
+        exp(S - S0) with S0 = S held constant, whose value is 1 and whose derivatives are
+        those of exp(S) divided by exp(S0) (a positive factor, which cancels in
+        Grad-CAM++'s alpha), so nothing overflows in float32. Methods and metrics that
+        use the score's value (Ablation-CAM, the faithfulness metrics) refuse it.
+      help: one line for the docs.
+    """
+
+    name: str
+    vector: Callable[[Array], Array]
+    scalar: bool
+    value: bool
+    help: str
+
+
+def _exp(s: Array) -> Array:
+    # exp(S - S0) with S0 = S held constant (see Link.value); exp(89) would overflow.
+    return jnp.exp(s - jax.lax.stop_gradient(s))
+
+
+LINKS: dict[str, Link] = {link.name: link for link in (
+    Link("logit", lambda s: s, True, True,
+         "the logit S_c (pytorch-grad-cam's ClassifierOutputTarget)"),
+    Link("exp", _exp, True, False,
+         "exp(S_c), Grad-CAM++'s paper; its derivatives only, up to the factor exp(S_c)"),
+    Link("softmax", lambda s: jax.nn.softmax(s, axis=-1), False, True,
+         "the probability softmax(S)_c"),
+    Link("log_softmax", lambda s: jax.nn.log_softmax(s, axis=-1), False, True,
+         "the log-probability log_softmax(S)_c"),
+    Link("rest", lambda s: s + jax.nn.log_softmax(s, axis=-1), False, True,
+         "ReST, S_c + log_softmax(S)_c: the logit minus the cross-entropy "
+         "(pytorch-grad-cam's ClassifierOutputReST, ShapleyCAM's default)"),
+)}
+
+
+def link_names(*, scalar: bool | None = None, value: bool | None = None) -> tuple[str, ...]:
+    """The names of the links with these properties, in :data:`LINKS`' order."""
+    return tuple(name for name, link in LINKS.items()
+                 if (scalar is None or link.scalar == scalar)
+                 and (value is None or link.value == value))
+
+
+def check_link(link, *, value: bool = False, what: str = "") -> Link:
+    """The link named ``link``; ValueError naming the choices when it is not one (of
+    those giving the score's value, with ``value``: ``what`` names who needs it)."""
+    if value and link in LINKS and not LINKS[link].value:
+        raise ValueError(f"link={link!r} gives the derivatives of the score, not its value, "
+                         f"but {what or 'this'} uses the score's value: use one of "
+                         f"{', '.join(map(repr, link_names(value=True)))}")
+    check_choice("link", link, link_names(value=True) if value else LINKS)
+    return LINKS[link]
+
+
+def links_table() -> str:
+    """The README's table of links, from :data:`LINKS`."""
+    rows = ["| link | score | on one score (a callable or a target) | its value is used by "
+            "Ablation-CAM and the metrics |", "|---|---|---|---|"]
+    for link in LINKS.values():
+        rows.append(f"| `{link.name}` | {link.help} | {'yes' if link.scalar else 'no'} | "
+                    f"{'yes' if link.value else 'no'} |")
+    return "\n".join(rows) + "\n"
 
 
 def bell(h1: Array, h2: Array, h3: Array) -> tuple[Array, Array, Array]:

@@ -42,6 +42,7 @@ from jaxcam._checks import check_choice, check_number, check_positive_int, is_co
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, per_axis
 from jaxcam._devices import method_mesh
+from jaxcam._links import check_link
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam._registry import register_method
 from jaxcam._split import Split, split_shapes
@@ -346,7 +347,8 @@ def build_is_cam(split, x, target=None, *, steps: int = 10, top_n: int | None = 
                  summary="sum_k (Y - Y_k) / Y A^k, channel k ablated, through the head alone",
                  peers=("pytorch-grad-cam AblationCAM",),
                  help={"link": '"logit" (as pytorch-grad-cam\'s ``ClassifierOutputTarget``), '
-                               '"exp", "softmax", "log_softmax" or "rest".',
+                               '"softmax", "log_softmax" or "rest": a link that gives the '
+                               'score\'s value.',
                        "value": "what an ablated activation is set to (traced)."})
 def build_ablation_cam(split, x, target=None, *, link: str = "logit", value: float = 0.0,
                        chunk_size: int | dict | None = None, devices=None,
@@ -366,6 +368,7 @@ def build_ablation_cam(split, x, target=None, *, link: str = "logit", value: flo
         maps = jaxcam.ablation_cam(split, x, 282, chunk_size=64)
     """
     ablation_chunk = per_axis(chunk_size, ("channels",))["channels"] or ABLATION_CHUNK
+    check_link(link, value=True, what="ablation_cam (its weights are ratios of scores)")
     objective, classes = resolve(split, x, target, link)
     mesh = method_mesh(devices)
     k = split_shapes(split, x).activations.shape[-1]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxcam._explain import explain
+from jaxcam._links import LINKS
 
 KINDS = ("gradient", "activation", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")
@@ -49,8 +50,8 @@ OPTION_HELP = {
     "target": "None (each image's predicted class), an int, an int array (B,), a target "
               "of :mod:`jaxcam.targets` (segmentation, boxes, embeddings, ...; traced) or a "
               "callable ``outputs -> scores (B,)``.",
-    "link": '"logit", "exp", "softmax" or "log_softmax": the function of the logits whose '
-            "derivatives are used.",
+    "link": f"{', '.join(repr(n).replace(chr(39), chr(34)) for n in LINKS)}: the function "
+            "of the logits whose score is explained (the table of links, ``jaxcam.LINKS``).",
     "counterfactual": "explain what lowers the score (negated gradients).",
     "channels": "feature-map selection (Omeiza et al., 2019): channel indices k whose maps "
                 "alone contribute (the others' activations and derivatives set to 0); "

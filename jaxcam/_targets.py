@@ -23,33 +23,13 @@ import numpy as np
 
 from flax import struct
 
-from jaxcam._checks import check_choice, is_concrete
-from jaxcam._links import bell, class_gradient, class_taylor
+from jaxcam._checks import is_concrete
+from jaxcam._links import LINKS, bell, check_link, link_names, class_gradient, class_taylor
 from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
 from jaxcam.targets import ClassScore, Target
 
 Array = jax.Array
-
-
-def _exp(s: Array) -> Array:
-    # exp(S - S0) with S0 = S held constant: every derivative equals that of exp(S) up to
-    # the positive factor exp(S0), which cancels in Grad-CAM++'s alpha and only rescales
-    # the map, and nothing overflows in float32 (exp(89) would).
-    return jnp.exp(s - jax.lax.stop_gradient(s))
-
-
-# Links acting on the whole logit vector (B, C) -> (B, C).
-VECTOR_LINKS: dict[str, Callable[[Array], Array]] = {
-    "logit": lambda s: s,
-    "exp": _exp,
-    "softmax": lambda s: jax.nn.softmax(s, axis=-1),
-    "log_softmax": lambda s: jax.nn.log_softmax(s, axis=-1),
-    # ReST (pytorch-grad-cam's ClassifierOutputReST, for ShapleyCAM): S_c - CE(S, c)
-    "rest": lambda s: s + jax.nn.log_softmax(s, axis=-1),
-}
-# Links that also make sense on one scalar score (a callable target's output).
-SCALAR_LINKS = ("logit", "exp")
 
 
 @struct.dataclass
@@ -85,7 +65,7 @@ class Objective:
     """The explained score as a function of the logits (static, hashable).
 
     Attributes:
-      link: a key of ``VECTOR_LINKS``.
+      link: a key of :data:`jaxcam._links.LINKS`.
       fn: a callable target ``outputs -> scores (B,)``, or None.
       predicted: explain each example's predicted class (top logit).
       contrast: FinerCAM: the ranks (1 = the most similar) of the classes the target is
@@ -124,12 +104,12 @@ class Objective:
     def __call__(self, logits: Array, classes) -> Array:
         """The explained scores Y (B,)."""
         if self.contrast is not None:
-            return VECTOR_LINKS[self.link](finer_score(logits, classes))
+            return LINKS[self.link].vector(finer_score(logits, classes))
         if self.traced:
-            return VECTOR_LINKS[self.link](classes(logits))
+            return LINKS[self.link].vector(classes(logits))
         if self.fn is not None:
-            return VECTOR_LINKS[self.link](self.fn(logits))
-        linked = VECTOR_LINKS[self.link](logits)
+            return LINKS[self.link].vector(self.fn(logits))
+        linked = LINKS[self.link].vector(logits)
         return jnp.take_along_axis(linked, classes[:, None], axis=-1)[:, 0]
 
     def gradient(self, logits: Array, classes) -> Array:
@@ -278,16 +258,17 @@ def _batch(outputs) -> int:
 
 
 def _scalar_link(link: str, what: str) -> None:
-    if link not in SCALAR_LINKS:
+    if not LINKS[link].scalar:
+        scalar = " or ".join(map(repr, link_names(scalar=True)))
         raise ValueError(
             f"link={link!r} needs the scores of every class, but {what} returns one score "
-            f"per example; use link='logit' or 'exp' (or a class target of jaxcam.targets, "
-            f"which carries its own link)")
+            f"per example; use link={scalar} (or a class target of jaxcam.targets, which "
+            "carries its own link)")
 
 
 def resolve_for(outputs, target, link: str, where: str = "") -> tuple[Objective, Array]:
     """:func:`resolve` given the shapes of the head's outputs the target applies to."""
-    check_choice("link", link, VECTOR_LINKS)
+    check_link(link)
     batch = _batch(outputs)
     if isinstance(target, ClassScore) and target.output is None:
         target, link = target.classes, target.link        # the closed forms apply

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcam import LINKS
+
 WEIGHTS_HELP = ("a torchvision .pth, a converted .msgpack, or 'random'; required for models "
                 "without bundled weights (efficientnet_lite0 has them)")
 DEMO_METHODS = ("grad_cam,grad_cam_pp,grad_cam_pp:exact,smooth_grad_cam_pp,xgrad_cam,"
                 "layer_cam,eigen_cam,ablation_cam")
-LINKS = ("logit", "exp", "softmax", "log_softmax")
 
 EXPLAIN_EPILOG = """examples:
   jaxcam explain photo.jpg                                  # Grad-CAM, bundled Lite0
@@ -662,7 +663,7 @@ def _method_options(p, default: str) -> None:
                    help="comma-separated methods, each with its options, e.g. "
                         "grad_cam,grad_cam_pp:exact,score_cam:top_n=32 (see `jaxcam methods "
                         f"NAME`; default {default})")
-    p.add_argument("--link", default=None, choices=LINKS,
+    p.add_argument("--link", default=None, choices=tuple(LINKS),
                    help="the score explained, for the methods that take one (default: "
                         "each method's own)")
     p.add_argument("--derivatives", default=None, choices=("exact", "approx"),
@@ -758,8 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--activation", default="relu",
                          choices=("relu", "gelu", "silu", "softplus"),
                          help="activation after the split (smooth ones: a study tool)")
-    compare.add_argument("--link", default="softmax",
-                         choices=("exp", "softmax", "log_softmax", "logit"))
+    compare.add_argument("--link", default="softmax", choices=tuple(LINKS))
     _target_options(compare, top=False)
     compare.add_argument("--n-samples", type=int, default=8,
                          help="noisy copies of Smooth Grad-CAM++ (default 8)")

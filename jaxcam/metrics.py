@@ -43,12 +43,14 @@ from jaxcam import _imputation as IM
 from jaxcam._checks import (check_choice, check_finite_nonneg, check_positive_int,
                             is_concrete)
 from jaxcam._chunking import chunked_map
+from jaxcam._links import check_link, link_names
 from jaxcam._registry import method_info
 from jaxcam._weighting import safe_ratio, upsample
 
 Array = jax.Array
 Predict = Callable[[Array], Array]
-LINKS = ("softmax", "logit", "log_softmax")
+# The links of jaxcam.LINKS that give the score's value (every one but "exp").
+LINKS = link_names(value=True)
 
 __all__ = ["LINKS", "ORDERS", "ROAD_PERCENTILES", "average_drop", "blurred",
            "confidence_change", "curve_counts", "deletion", "energy_pointing_game",
@@ -63,18 +65,17 @@ def predictor(model, link: str = "softmax") -> Predict:
 
     Args:
       model: a :class:`jaxcam.Split` (its full forward pass) or a function of x.
-      link: "softmax" (probabilities, the metrics' usual score), "logit" or
-        "log_softmax".
+      link: "softmax" (probabilities, the metrics' usual score), or another link of
+        ``LINKS`` ("logit", "log_softmax", "rest"): the links of :data:`jaxcam.LINKS` that
+        give the score's value.
     """
-    check_choice("link", link, LINKS)
+    vector = check_link(link, value=True, what="a metric").vector
     forward = model.logits if hasattr(model, "logits") and hasattr(model, "features") \
         else model
     if not callable(forward):
         raise TypeError(f"predictor needs a jaxcam.Split or a function x -> logits, got "
                         f"{type(model).__name__}")
-    links = {"softmax": lambda s: jax.nn.softmax(s, axis=-1), "logit": lambda s: s,
-             "log_softmax": lambda s: jax.nn.log_softmax(s, axis=-1)}
-    return lambda x: links[link](forward(x))
+    return lambda x: vector(forward(x))
 
 
 # --- inputs: checked once, concretely when they are concrete

@@ -67,7 +67,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxcam._checks import is_concrete
+from jaxcam._checks import check_choice, is_concrete
+from jaxcam._links import LINKS, link_names
 
 Array = jax.Array
 
@@ -75,7 +76,9 @@ __all__ = ["BoxScore", "ClassScore", "EmbeddingSimilarity", "Segmentation", "Tar
            "box_iou", "box_score", "class_logit", "class_probability",
            "embedding_similarity", "rest", "segmentation"]
 
-CLASS_LINKS = ("logit", "softmax", "log_softmax", "rest")
+# The links a class target's value is defined with: every link of jaxcam.LINKS whose
+# value is the score's ("exp" gives derivatives only; pass link="exp" to the method).
+CLASS_LINKS = link_names(value=True)
 COSINE_EPS = 1e-8       # torch.nn.functional.cosine_similarity's default eps
 
 
@@ -246,15 +249,6 @@ def _per_example(value, shape: tuple, dtype=None) -> Array:
 
 # --- class scores
 
-_LINKS = {"logit": lambda s: s,
-          "softmax": lambda s: jax.nn.softmax(s, axis=-1),
-          "log_softmax": lambda s: jax.nn.log_softmax(s, axis=-1),
-          "rest": lambda s: s + jax.nn.log_softmax(s, axis=-1)}
-
-
-def _check_link(link) -> None:
-    if link not in CLASS_LINKS:
-        raise ValueError(f"unknown link {link!r}; expected one of {CLASS_LINKS}")
 
 
 @struct.dataclass
@@ -266,7 +260,8 @@ class ClassScore(Target):
 
     Attributes:
       classes: the class of each example, (B,) int (an int, or (B,), before ``prepare``).
-      link: static: "logit", "softmax", "log_softmax" or "rest" (S_c +
+      link: static: one of ``CLASS_LINKS``, the links of :data:`jaxcam.LINKS` that give
+        the score's value: "logit", "softmax", "log_softmax" or "rest" (S_c +
         log_softmax(S)_c, pytorch-grad-cam's ClassifierOutputReST).
       output: static: which output holds the logits (None: the outputs themselves).
     """
@@ -276,12 +271,12 @@ class ClassScore(Target):
     output: Any = struct.field(pytree_node=False, default=None)
 
     def __post_init__(self):
-        _check_link(self.link)
+        check_choice("link", self.link, CLASS_LINKS)
 
     def __call__(self, outputs) -> Array:
         s = _select(outputs, self.output)
         c = _per_example(self.classes, s.shape[:1], jnp.int32)
-        return jnp.take_along_axis(_LINKS[self.link](s), c[:, None], axis=-1)[:, 0]
+        return jnp.take_along_axis(LINKS[self.link].vector(s), c[:, None], axis=-1)[:, 0]
 
     def prepare(self, outputs) -> ClassScore:
         s = _select(outputs, self.output)
