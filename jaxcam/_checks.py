@@ -23,6 +23,23 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def check_class_range(value, n: int, what: str, has: str) -> None:
+    """Refuses class indices outside [0, n): a Python int of any size, or a concrete
+    integer array, checked BEFORE any cast to int32 (which would wrap 2**32 + 1 to class
+    1). A traced array cannot be checked and passes. ``what`` names the indices ("target
+    class"), ``has`` what has the n classes ("this model has")."""
+    if isinstance(value, int):
+        flat = np.asarray([value], dtype=object)
+    elif is_concrete(value):
+        flat = np.asarray(value).reshape(-1)
+    else:
+        return
+    bad = flat[(flat < 0) | (flat >= n)]
+    if bad.size:
+        raise ValueError(f"{what} {int(bad[0])} is out of range: {has} {n} classes, so it "
+                         f"must lie in [0, {n - 1}]")
+
+
 def _describe(value) -> str:
     if not is_concrete(value):
         return f"a traced array of shape {value.shape}"

@@ -23,7 +23,7 @@ import numpy as np
 
 from flax import struct
 
-from jaxcam._checks import is_concrete
+from jaxcam._checks import check_class_range
 from jaxcam._links import LINKS, bell, check_link, link_names, class_gradient, class_taylor
 from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
@@ -208,18 +208,11 @@ _KINDS = ("None, an int, an int array (B,), a target of jaxcam.targets, or a cal
           "outputs -> scores (B,)")
 
 
-def _check_range(classes: np.ndarray, n: int) -> None:
-    bad = classes[(classes < 0) | (classes >= n)]
-    if bad.size:
-        raise ValueError(f"target class {int(bad[0])} is out of range: this model has {n} "
-                         f"classes, so targets must lie in [0, {n - 1}]")
-
-
 def _class_targets(target, batch: int, n: int) -> Array:
     """Class targets as int32 (B,), range-checked BEFORE the cast: int32 would silently
     wrap 2**32 + 1 to class 1. Traced targets cannot be range-checked."""
     if isinstance(target, int) and not isinstance(target, bool):
-        _check_range(np.asarray([target], dtype=object), n)     # a Python int of any size
+        check_class_range(target, n, "target class", "this model has")
         return jnp.full((batch,), target, jnp.int32)
     classes = target if isinstance(target, jax.Array) else np.asarray(target)
     if classes.dtype == bool or not jnp.issubdtype(classes.dtype, jnp.integer):
@@ -229,8 +222,7 @@ def _class_targets(target, batch: int, n: int) -> Array:
     if classes.ndim > 1 or (classes.ndim == 1 and classes.shape != (batch,)):
         raise ValueError(f"target array has shape {classes.shape}; expected ({batch},), one "
                          "class per image of the batch")
-    if is_concrete(classes):
-        _check_range(np.asarray(classes).reshape(-1), n)
+    check_class_range(classes, n, "target class", "this model has")
     return jnp.broadcast_to(jnp.asarray(classes, jnp.int32), (batch,))
 
 

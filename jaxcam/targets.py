@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxcam._checks import check_choice, is_concrete
+from jaxcam._checks import check_choice, check_class_range, is_concrete
 from jaxcam._links import LINKS, link_names
 
 Array = jax.Array
@@ -179,9 +179,8 @@ def _ints(value, shape: tuple, batch: int, what: str, n: int | None = None,
     when concrete (BEFORE the int32 cast, which would wrap 2**32 + 1 to 1), broadcast to
     (batch, *shape) int32."""
     if isinstance(value, int) and not isinstance(value, bool):
-        if n is not None and not 0 <= value < n:      # a Python int of any size
-            raise ValueError(f"{what} {value} is out of range: {n_text} {n} classes, so "
-                             f"it must lie in [0, {n - 1}]")
+        if n is not None:
+            check_class_range(value, n, what, n_text)
         return jnp.full((batch, *shape), value, jnp.int32)
     arr = _array(value)
     if arr.dtype == bool or not jnp.issubdtype(arr.dtype, jnp.integer):
@@ -192,12 +191,8 @@ def _ints(value, shape: tuple, batch: int, what: str, n: int | None = None,
         raise ValueError(f"{what} has shape {tuple(arr.shape)}; expected "
                          + " or ".join(str(s) for s in dict.fromkeys([(), tuple(shape), full]))
                          + " (one for every image, or one per image)")
-    if n is not None and is_concrete(arr):
-        flat = np.asarray(arr).reshape(-1)
-        bad = flat[(flat < 0) | (flat >= n)]
-        if bad.size:
-            raise ValueError(f"{what} {int(bad[0])} is out of range: {n_text} {n} classes, "
-                             f"so it must lie in [0, {n - 1}]")
+    if n is not None:
+        check_class_range(arr, n, what, n_text)
     return jnp.broadcast_to(jnp.asarray(arr, jnp.int32), full)
 
 
