@@ -307,7 +307,3 @@ def selection(split, x, channels=None, neurons=None) -> Selection | None:
     return Selection(None if channels is None else _channel_mask(channels, k),
                      None if neurons is None else _neuron_mask(neurons, h, w))
 
-
-def finish(*, rectify: bool = True, upsample: bool = True, normalize: bool = True) -> Finish:
-    return Finish(bool(rectify), bool(upsample), bool(normalize))
-

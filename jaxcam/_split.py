@@ -211,11 +211,6 @@ class SplitShapes(NamedTuple):
     activations: jax.ShapeDtypeStruct   # A (B, h, w, K)
     outputs: Any                        # the head's outputs: logits (B, C), or any pytree
 
-    @property
-    def logits(self):
-        """The outputs (an alias: most heads return class logits)."""
-        return self.outputs
-
 
 _SHAPES: dict = {}  # (split structure, input shape, what) -> checked shapes
 _MAX_CACHED = 256
