@@ -164,7 +164,8 @@ def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "sof
         print(cmp.summary())
     """
     x = check_inputs(split, x)
-    program, classes, _, _ = build_grad_cam_pp(
+    built = build_grad_cam_pp(
         split, x, target, link=link, derivatives="exact", engine=engine,
         chunk_size=chunk_size, variant=variant, eps=eps)
-    return run(_Compare(program.measure, program.to_map), split, x, classes)
+    program = built.program
+    return run(_Compare(program.measure, program.to_map), split, x, built.classes)

@@ -70,7 +70,8 @@ def build_guided_grad_cam(split, x, target=None, *, link: str = "logit",
     """Guided Grad-CAM (Selvaraju et al., 2017): the upsampled, [0, 1]-scaled Grad-CAM map
     times the guided-backpropagation gradients, (B, H, W, C)."""
     _check_guided(split, x)
-    program, classes, _, _ = build_grad_cam(split, x, target, link=link,
-                                            counterfactual=counterfactual, channels=channels,
-                                            neurons=neurons)
-    return Built(GuidedGradCAM(program, GuidedBackprop(program.measure.objective)), classes)
+    built = build_grad_cam(split, x, target, link=link, counterfactual=counterfactual,
+                           channels=channels, neurons=neurons)
+    program = built.program
+    return Built(GuidedGradCAM(program, GuidedBackprop(program.measure.objective)),
+                 built.classes)

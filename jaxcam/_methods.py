@@ -284,13 +284,13 @@ def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: 
     """
     check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
     to_map = GradCAMPPMap(check_number("eps", eps), variant)
-    program, classes, _, _ = _gradient_program(
+    built = _gradient_program(
         split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
         chunk_size=per_axis(chunk_size, ("directions",))["directions"],
         counterfactual=counterfactual, channels=channels, neurons=neurons, upsample=upsample,
         normalize=normalize)
-    _warn_zero_curvature(split, program.measure.objective, link, derivatives)
-    return Built(program, classes)
+    _warn_zero_curvature(split, built.program.measure.objective, link, derivatives)
+    return built
 
 
 def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
@@ -306,7 +306,8 @@ def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_sampl
     sizes = per_axis(chunk_size, ("samples", *inner))
     if inner:
         options["chunk_size"] = {axis: sizes[axis] for axis in inner}
-    program, classes, _, _ = build(split, x, target, **options)
+    built = build(split, x, target, **options)
+    program, classes = built.program, built.classes
     if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
         raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
                          "methods (grad_cam, grad_cam_pp, ...), not to this one")
@@ -376,15 +377,16 @@ def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples: int = 25,
     """
     check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
     torchcam = variant == "torchcam"
-    program, classes, key, mesh = build_noise_smoothed(
+    built = build_noise_smoothed(
         build_grad_cam_pp, split, x, target, key=key, n_samples=n_samples, noise=noise,
         chunk_size=chunk_size, devices=devices, equal_weights=torchcam,
         keep_last=torchcam, variant=variant, eps=eps, link=link, derivatives=derivatives,
         engine=engine, counterfactual=counterfactual,
         channels=channels, neurons=neurons, upsample=upsample, normalize=normalize)
     if torchcam:
-        program = program.replace(to_map=TorchcamSmoothMap(program.to_map.eps))
-    return Built(program, classes, key, mesh)
+        to_map = TorchcamSmoothMap(built.program.to_map.eps)
+        built = dataclasses.replace(built, program=built.program.replace(to_map=to_map))
+    return built
 
 
 @register_method(kind="gradient", traced=("eps",), reference="Fu et al., BMVC 2020",
@@ -583,8 +585,8 @@ def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha: floa
     measure = measure.replace(inner=inner) if isinstance(measure, NoiseSmoothed) else inner
     alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
                                          x.dtype), built.classes.shape)
-    return built._replace(program=program.replace(measure=measure),
-                          classes=Contrast(built.classes, alpha))
+    return dataclasses.replace(built, program=program.replace(measure=measure),
+                               classes=Contrast(built.classes, alpha))
 
 
 # --- noise smoothing of any gradient method

@@ -24,7 +24,9 @@ value never recompiles. Every method runs as ONE call of the jit-compiled :func:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import dataclasses
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -140,8 +142,10 @@ class Program:
         return self.finish(raw, x.shape[1:3])
 
 
-class Built(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Built:
     """What a method's builder returns: the program and the traced arguments of :func:`run`.
+    Read by name (it is not a tuple: nothing depends on the fields' order).
 
     Attributes:
       program: the method (a :class:`Program`, or a guided program).
