@@ -105,7 +105,7 @@ def _objectives(node):
 def _given_targets(node):
     """The program with every objective told its targets are given (already resolved)."""
     if isinstance(node, Objective):
-        return dataclasses.replace(node, predicted=False)
+        return node.resolved()
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return dataclasses.replace(node, **{f.name: _given_targets(getattr(node, f.name))
                                             for f in dataclasses.fields(node)})

@@ -8,7 +8,6 @@ Grad-CAM++ is Grad-CAM++ with its evidence smoothed).
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +119,7 @@ class NoiseSmoothed:
         objective = self.inner.objective
         a = split.activations(x)
         classes = objective.classes(split.given(x).logits_from(a), classes)
-        inner = self.inner.replace(objective=dataclasses.replace(objective, predicted=False))
+        inner = self.inner.replace(objective=objective.resolved())
         keys = jax.random.split(key, self.n_samples)
         sigma = noise_scale(x, self.noise)
 

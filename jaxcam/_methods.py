@@ -581,7 +581,7 @@ def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha: floa
         raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
     measure = program.measure
     inner = measure.inner if isinstance(measure, NoiseSmoothed) else measure
-    inner = inner.replace(objective=dataclasses.replace(inner.objective, contrast=ranks))
+    inner = inner.replace(objective=inner.objective.contrasted(ranks))
     measure = measure.replace(inner=inner) if isinstance(measure, NoiseSmoothed) else inner
     alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
                                          x.dtype), built.classes.shape)

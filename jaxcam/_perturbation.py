@@ -28,7 +28,6 @@ runs, K head evaluations ``chunk_size`` at a time (:class:`Ablations`).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -151,7 +150,7 @@ class MaskedScores:
         size = x.shape[1:3]
         logits = split.given(x).logits_from(a)
         classes = self.objective.classes(logits, classes)
-        objective = dataclasses.replace(self.objective, predicted=False)
+        objective = self.objective.resolved()
         chosen = (jnp.broadcast_to(jnp.arange(k), (batch, k)) if self.top_n is None
                   else top_channels(a, self.top_n))                       # (B, n_sel)
         n_sel = chosen.shape[1]
@@ -221,7 +220,7 @@ class Ablations:
         k = a.shape[-1]
         split = split.given(x)
         classes = self.objective.classes(split.logits_from(a), classes)
-        objective = dataclasses.replace(self.objective, predicted=False)
+        objective = self.objective.resolved()
         value = jnp.asarray(self.value, a.dtype)
 
         def ablated(channels):                                     # (chunk,) -> (chunk, B)

@@ -60,57 +60,98 @@ def finer_score(logits: Array, params: Contrast) -> Array:
     return num / (jnp.sum(p_j, axis=-1) + 1e-9)
 
 
+# --- what an objective scores (static, hashable descriptors)
+
+@dataclasses.dataclass(frozen=True)
+class ByClass:
+    """The score of one class per example, link(S)[c]: the classes given (the traced
+    argument), or with ``predicted`` each example's top class at the clean logits."""
+
+    predicted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrasted:
+    """FinerCAM: the target class contrasted with the classes of these ``ranks`` (1 = the
+    most similar) by |S_j - S_c| on the clean image; its traced parameters are a
+    :class:`Contrast`. ``predicted``: the target class is each example's top class."""
+
+    ranks: tuple[int, ...]
+    predicted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TracedTarget:
+    """A :class:`jaxcam.targets.Target` applied to the outputs; the target itself is the
+    traced argument (in the place of the classes)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """A callable target ``outputs -> scores (B,)`` (static: a new function compiles anew)."""
+
+    fn: Callable[[Array], Array]
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """The explained score as a function of the logits (static, hashable).
+    """The explained score: what is scored and the link applied to it (static, hashable).
 
     Attributes:
-      link: a key of :data:`jaxcam._links.LINKS`.
-      fn: a callable target ``outputs -> scores (B,)``, or None.
-      predicted: explain each example's predicted class (top logit).
-      contrast: FinerCAM: the ranks (1 = the most similar) of the classes the target is
-        contrasted with, by |S_j - S_c| on the clean image; its traced parameters are a
-        :class:`Contrast`. None: not a FinerCAM objective.
-      traced: the score is a :class:`jaxcam.targets.Target` applied to the outputs; the
-        target itself is the traced parameter (in the place of the classes).
+      target: :class:`ByClass`, :class:`Contrasted`, :class:`TracedTarget` or
+        :class:`Scores`.
+      link: a key of :data:`jaxcam.LINKS`.
     """
 
+    target: ByClass | Contrasted | TracedTarget | Scores
     link: str
-    fn: Callable[[Array], Array] | None = None
-    predicted: bool = False
-    contrast: tuple[int, ...] | None = None
-    traced: bool = False
 
     @property
     def by_class(self) -> bool:
         """The score is link(S)_c of one class (the closed forms of :mod:`jaxcam._links`)."""
-        return self.fn is None and self.contrast is None and not self.traced
+        return isinstance(self.target, ByClass)
+
+    def contrasted(self, ranks: tuple[int, ...]) -> Objective:
+        """This class objective as FinerCAM's contrast with the classes of ``ranks``."""
+        if not isinstance(self.target, ByClass):
+            raise ValueError("only a class score can be contrasted with other classes")
+        return dataclasses.replace(self, target=Contrasted(ranks, self.target.predicted))
+
+    def resolved(self) -> Objective:
+        """This objective once its classes are chosen (:meth:`classes`): the predicted
+        class, if it was one, is now given."""
+        if getattr(self.target, "predicted", False):
+            return dataclasses.replace(
+                self, target=dataclasses.replace(self.target, predicted=False))
+        return self
 
     def classes(self, logits: Array, given):
         """The target of each example at these (clean) logits: the classes (B,), or for
         FinerCAM the :class:`Contrast` with its compared classes chosen; a resolved
         Contrast is returned as it is. Unused for callable targets."""
+        predicted = getattr(self.target, "predicted", False)
         if isinstance(given, Contrast):
             if given.others is not None:
                 return given
-            c = jnp.argmax(logits, axis=-1) if self.predicted else given.classes
+            c = jnp.argmax(logits, axis=-1) if predicted else given.classes
             s_c = jnp.take_along_axis(logits, c[:, None], axis=-1)
             # stable order by |S_j - S_c|, the target itself (distance 0) first
             order = jnp.argsort(jnp.abs(jax.lax.stop_gradient(logits - s_c)), axis=-1,
                                 stable=True)
-            return given.replace(classes=c, others=order[:, jnp.asarray(self.contrast)])
-        return jnp.argmax(logits, axis=-1) if self.predicted else given
+            ranks = jnp.asarray(self.target.ranks)
+            return given.replace(classes=c, others=order[:, ranks])
+        return jnp.argmax(logits, axis=-1) if predicted else given
 
     def __call__(self, logits: Array, classes) -> Array:
         """The explained scores Y (B,)."""
-        if self.contrast is not None:
-            return LINKS[self.link].vector(finer_score(logits, classes))
-        if self.traced:
-            return LINKS[self.link].vector(classes(logits))
-        if self.fn is not None:
-            return LINKS[self.link].vector(self.fn(logits))
-        linked = LINKS[self.link].vector(logits)
-        return jnp.take_along_axis(linked, classes[:, None], axis=-1)[:, 0]
+        link = LINKS[self.link].vector
+        if isinstance(self.target, Contrasted):
+            return link(finer_score(logits, classes))
+        if isinstance(self.target, TracedTarget):
+            return link(classes(logits))
+        if isinstance(self.target, Scores):
+            return link(self.target.fn(logits))
+        return jnp.take_along_axis(link(logits), classes[:, None], axis=-1)[:, 0]
 
     def gradient(self, logits: Array, classes) -> Array:
         """dY_b/dS_b (B, C), accurate in float32 for confident predictions
@@ -268,11 +309,11 @@ def resolve_for(outputs, target, link: str, where: str = "") -> tuple[Objective,
         _scalar_link(link, f"a {type(target).__name__} target")
         prepared = target.prepare(outputs)
         _check_scores(f"{type(target).__name__} target", prepared, outputs, batch)
-        return Objective(link, traced=True), prepared
+        return Objective(TracedTarget(), link), prepared
     if callable(target):
         _scalar_link(link, "a callable target")
         _check_scores("callable target", target, outputs, batch)
-        return Objective(link, fn=target), jnp.zeros((batch,), jnp.int32)
+        return Objective(Scores(target), link), jnp.zeros((batch,), jnp.int32)
     if (not hasattr(outputs, "shape") or len(outputs.shape) != 2
             or not jnp.issubdtype(outputs.dtype, jnp.floating) or outputs.shape[1] < 1):
         raise ValueError(
@@ -282,5 +323,5 @@ def resolve_for(outputs, target, link: str, where: str = "") -> tuple[Objective,
             "callable outputs -> scores (B,)")
     n = outputs.shape[1]
     if target is None:
-        return Objective(link, predicted=True), jnp.zeros((batch,), jnp.int32)
-    return Objective(link), _class_targets(target, batch, n)
+        return Objective(ByClass(predicted=True), link), jnp.zeros((batch,), jnp.int32)
+    return Objective(ByClass(), link), _class_targets(target, batch, n)
