@@ -45,8 +45,8 @@ def _check_guided(split: Split, x: Array) -> None:
         raise ValueError(
             "guided backpropagation needs the network's forward pass with guided ReLUs: "
             "build the split with Split(guided=f), where f(variables, x) -> logits runs the "
-            "whole network with jaxcam.guided_relu in place of every ReLU (the zoo models "
-            "provide it)")
+            "whole network with jaxcam.guided_relu in place of every ReLU (the zoo's ReLU "
+            "CNNs provide it; a network without ReLUs, such as ViT, has none)")
     check_guided(split, x)
 
 

@@ -4,6 +4,9 @@ GradCAM with its ViT ``reshape_transform``; every registered method on a small V
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +16,6 @@ import torch
 import jaxcam
 import pretrained_ports
 import torch_vit
-from jaxcam.models._load import _Forward
 from jaxcam.models.vit import VisionTransformer
 from test_oracle_pytorch_grad_cam import pgc  # noqa: F401  (the fixture)
 from test_registry import call
@@ -62,6 +64,17 @@ def test_a_checkpoint_that_does_not_fit_is_reported(small, tmp_path):
                        match=r"(?s)encoder_layer_1.self_attention.in_proj_bias.*class_token"):
         pretrained_ports.convert("vit", pretrained_ports.read_checkpoint(tmp_path / "bad.pth"),
                                  shapes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Forward:
+    """A user's choice of guided pass for a network without ReLUs: its plain forward (the
+    zoo gives a ViT none)."""
+
+    module: Any
+
+    def __call__(self, variables, x):
+        return self.module.apply(variables, x)
 
 
 def _small_split(small, layer="encoder/layers/encoder_layer_1/ln_1"):
@@ -152,3 +165,14 @@ def test_vit_b_16_grad_cam_equals_pytorch_grad_cam(vit_b_16, pgc):  # noqa: F811
     scale = expected.max()
     assert scale > 0
     assert np.abs(got - expected).max() <= 1e-4 * scale
+
+
+@pytest.mark.slow
+def test_vit_b_16_has_no_guided_pass(vit_b_16):
+    """ViT has no ReLU to guide: the guided methods say so rather than return the plain
+    gradient under guided backpropagation's name."""
+    _, split, x = vit_b_16
+    assert split.guided is None
+    for method in (jaxcam.guided_backprop, jaxcam.guided_grad_cam):
+        with pytest.raises(ValueError, match=r"guided ReLUs.*such as ViT, has none"):
+            method(split, x, 3)

@@ -31,16 +31,6 @@ class _Stages:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Forward:
-    """The whole forward pass of a module model (its guided pass: it has no ReLU)."""
-
-    module: Any
-
-    def __call__(self, variables, x):
-        return self.module.apply(variables, x)
-
-
-@dataclasses.dataclass(frozen=True)
 class _Cut:
     """Re-splits a zoo model at another layer with the given variables (``Split.cut``)."""
 
@@ -159,5 +149,6 @@ def _load_module(model: ModelInfo, layer: str, variables, activation: str) -> Sp
     split = split_module(model.module, variables, layer.replace(".", "/"),
                          reshape=TokenGrid(prefix=1) if tokens else None,
                          preprocess=model.preprocess)
-    return split.replace(layer=layer, guided=_Forward(model.module),
-                         cut=_Cut(model.name, activation))
+    # no guided pass: the network has no ReLU to guide (GELU), and its plain gradient
+    # passed off as guided backpropagation would be a silent substitute
+    return split.replace(layer=layer, guided=None, cut=_Cut(model.name, activation))
