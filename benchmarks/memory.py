@@ -61,7 +61,7 @@ def libraries(model, size, method, options, batch=BATCH) -> list[tuple[str, str,
     computation is the case's, with the options in its terms."""
     if method == "forward":
         return [("jaxcam", "", {})]
-    from jaxcam.bench.suite import case_peers, peer_kwargs
+    from jaxcam.bench import case_peers, peer_kwargs
 
     case = _case(model, size, method, options, batch)
     x, _ = _inputs(batch, size)
@@ -123,13 +123,13 @@ def child(spec: dict) -> dict:
 
     from benchmarks._standin import torchvision_standin
 
-    peers, reference = _load("peers"), _load("torch_models")     # no jaxcam, no jax
-    build, layer_of, torchcam_layer = peers.TORCH_MODELS[model]
+    calls, reference = _load("peer_calls"), _load("torch_models")  # no jaxcam, no jax
+    build, layer_of, torchcam_layer = calls.TORCH_MODELS[model]
     torch.set_num_threads(os.cpu_count() or 1)
     net = build(reference).eval()
     net.load_state_dict(torch.load(spec["weights"], weights_only=True))
     with torchvision_standin():
-        fn = peers.call(spec["library"], spec["cls"], spec["kwargs"], net, layer_of(net),
+        fn = calls.call(spec["library"], spec["cls"], spec["kwargs"], net, layer_of(net),
                         torchcam_layer, x, classes)
         ready = _rss()
         t0 = time.perf_counter()
@@ -152,12 +152,12 @@ def _checkpoints(folder: Path, cases) -> dict:
     """The seeded PyTorch reference of each model, saved once for every process."""
     import torch
 
-    from jaxcam.bench import peers
+    from jaxcam.bench import peer_calls
     from jaxcam.bench import torch_models as reference
 
     paths = {}
     for model in sorted({c[0] for c in cases}):
-        net = reference.randomize_(peers.TORCH_MODELS[model][0](reference), seed=0).eval()
+        net = reference.randomize_(peer_calls.TORCH_MODELS[model][0](reference), seed=0).eval()
         paths[model] = folder / f"{model}.pth"
         torch.save(net.state_dict(), paths[model])
     return paths

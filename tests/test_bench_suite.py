@@ -14,7 +14,8 @@ import pytest
 
 import jaxcam
 from jaxcam import bench as suite
-from jaxcam.bench import suite as suite_module
+from jaxcam.bench import cases as cases_module
+from jaxcam.bench import parts as parts_module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,7 +88,7 @@ def test_the_command_writes_json_and_markdown(tmp_path, command, in_repo):
 def test_peers_follow_the_declarations_and_the_options():
     def libraries(method, options=()):
         case = suite.Case("resnet18", "layer4", 64, method, 1, options)
-        return [(p.library, p.cls) for p in suite_module.case_peers(case)]
+        return [(p.library, p.cls) for p in cases_module.case_peers(case)]
 
     assert libraries("grad_cam") == [("pytorch_grad_cam", "GradCAM"), ("torchcam", "GradCAM")]
     assert libraries("grad_cam_pp:exact") == []                  # no peer has exact terms
@@ -100,11 +101,11 @@ def test_peers_follow_the_declarations_and_the_options():
     assert libraries("smooth_grad_cam_pp:variant=torchcam", (("n_samples", 4),)) == [
         ("torchcam", "SmoothGradCAMpp")]
     for method in jaxcam.available_methods():                  # every declared peer is
-        called = {f"{p.library} {p.cls}" for p in suite_module.peers(method)}  # called or
+        called = {f"{p.library} {p.cls}" for p in cases_module.peers(method)}  # called or
         for name in jaxcam.method_info(method).peers:          # named with its reason
             library, _, cls = name.partition(" ")
-            assert (f"{suite_module.LIBRARIES[library]} {cls}" in called
-                    or cls in suite_module.NOT_CALLED), name
+            assert (f"{cases_module.LIBRARIES[library]} {cls}" in called
+                    or cls in cases_module.NOT_CALLED), name
 
 
 def test_peer_options_in_the_peers_terms():
@@ -112,29 +113,29 @@ def test_peer_options_in_the_peers_terms():
     x[0, 0, 0, 0] = 2.0
     smooth = suite.Case("resnet18", "layer4", 8, "smooth_grad_cam_pp:variant=torchcam", 1,
                         (("n_samples", 6), ("noise", 0.25)))
-    (peer,) = suite_module.case_peers(smooth)
-    assert suite_module.peer_kwargs(peer, smooth, x) == {"num_samples": 6, "std": 0.5}
+    (peer,) = cases_module.case_peers(smooth)
+    assert cases_module.peer_kwargs(peer, smooth, x) == {"num_samples": 6, "std": 0.5}
     score = suite.Case("resnet18", "layer4", 8, "score_cam:variant=torchcam", 1)
-    (peer,) = suite_module.case_peers(score)
-    assert suite_module.peer_kwargs(peer, score, x) == {"batch_size": 16,
+    (peer,) = cases_module.case_peers(score)
+    assert cases_module.peer_kwargs(peer, score, x) == {"batch_size": 16,
                                                         "input_shape": (3, 8, 8)}
 
 
 def test_parts_cover_the_suite_in_order_and_balance_it():
     cases = suite.SUITES["full"]()
     for m in (1, 3, 6, len(cases)):
-        parts = suite_module.split_parts(cases, m, 5)
+        parts = parts_module.split_parts(cases, m, 5)
         assert len(parts) == m and all(parts)
         assert [c for part in parts for c in part] == cases
-    cost = [sum(suite_module.estimate_s(c, 5) for c in part)
-            for part in suite_module.split_parts(cases, 6, 5)]
-    biggest = max(suite_module.estimate_s(c, 5) for c in cases)
+    cost = [sum(parts_module.estimate_s(c, 5) for c in part)
+            for part in parts_module.split_parts(cases, 6, 5)]
+    biggest = max(parts_module.estimate_s(c, 5) for c in cases)
     assert max(cost) <= sum(cost) / 6 + biggest                 # greedy bound
     for bad in ("0/6", "7/6", "2", "a/b", "2/0"):
         with pytest.raises(ValueError, match="N/M"):
-            suite_module.parse_part(bad)
+            parts_module.parse_part(bad)
     with pytest.raises(ValueError, match="M <="):
-        suite_module.split_parts(cases, len(cases) + 1, 5)
+        parts_module.split_parts(cases, len(cases) + 1, 5)
 
 
 def _part_document(document, method):
@@ -147,18 +148,18 @@ def _part_document(document, method):
 def test_parts_append_to_one_document_and_rebuild_the_results(document, tmp_path):
     out, results = tmp_path / "full.json", tmp_path / "RESULTS.md"
     results.write_text("# Results\n\nkept above\n")
-    suite_module.add_part(out, _part_document(document, "b"), (2, 3), "cmd 2")
-    whole = suite_module.add_part(out, _part_document(document, "a"), (1, 3), "cmd 1")
+    parts_module.add_part(out, _part_document(document, "b"), (2, 3), "cmd 2")
+    whole = parts_module.add_part(out, _part_document(document, "a"), (1, 3), "cmd 1")
     n = len(document["rows"])
     assert [r["method"] for r in whole["rows"]] == ["a"] * n + ["b"] * n   # part order
-    again = suite_module.add_part(out, _part_document(document, "c"), (2, 3), "cmd 2'")
+    again = parts_module.add_part(out, _part_document(document, "c"), (2, 3), "cmd 2'")
     assert [r["method"] for r in again["rows"]] == ["a"] * n + ["c"] * n   # replaced
     assert json.loads(out.read_text()) == again
     suite.validate(again)
     with pytest.raises(ValueError, match="another --out"):
-        suite_module.add_part(out, _part_document(document, "a"), (1, 4), "cmd")
-    suite_module.write_results(again, results)
-    suite_module.write_results(again, results)                # rebuilt, not appended
+        parts_module.add_part(out, _part_document(document, "a"), (1, 4), "cmd")
+    parts_module.write_results(again, results)
+    parts_module.write_results(again, results)                # rebuilt, not appended
     text = results.read_text()
     assert text.startswith("# Results\n\nkept above\n")
     assert text.count("<!-- suite: full -->") == 1 and text.count("| model |") == 1

@@ -2,17 +2,20 @@
 
 Every method jit-compiled, timed apart from its compilation, beside its floor (the plain
 forward, the masked forwards, the closed form) and the peer libraries when they are
-installed; see :mod:`jaxcam.bench.suite` for the document's schema.
+installed; see :mod:`jaxcam.bench.suite` for the document's schema, :mod:`.cases` for
+the suites and the peers, :mod:`.parts` for the full suite in parts.
 
     from jaxcam import bench
     document = bench.run([bench.Case("resnet18", "layer4", 224, "grad_cam", 8)])
     print(bench.markdown(document))
 """
 
-from jaxcam.bench.suite import (ENVIRONMENT_KEYS, ROW_KEYS, SCHEMA_VERSION, SUITES, Case,
-                                Peer, case_peers, environment, main, markdown, peers, run,
-                                split_parts, validate)
+from jaxcam.bench.cases import SUITES, Case, Peer, case_peers, peer_kwargs, peers
+from jaxcam.bench.command import main
+from jaxcam.bench.parts import add_part, split_parts, write_results
+from jaxcam.bench.suite import (ENVIRONMENT_KEYS, ROW_KEYS, SCHEMA_VERSION, environment,
+                                markdown, run, validate)
 
 __all__ = ["Case", "ENVIRONMENT_KEYS", "Peer", "ROW_KEYS", "SCHEMA_VERSION", "SUITES",
-           "case_peers", "environment", "main", "markdown", "peers", "run", "split_parts",
-           "validate"]
+           "add_part", "case_peers", "environment", "main", "markdown", "peer_kwargs",
+           "peers", "run", "split_parts", "validate", "write_results"]

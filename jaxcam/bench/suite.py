@@ -25,19 +25,19 @@ For each (model, layer, method, options, batch size) and library, a row of:
 
 The full suite takes about an hour on 2 CPU cores: ``--part N/M`` runs the N-th of M
 parts of about equal estimated time and adds its rows to ``--out``, which then holds
-every finished part (``add_part``); ``--results`` rebuilds that suite's section of a
-Markdown file (RESULTS.md) from it: each part's machine, command and time, every ratio
-summarised, the whole table.
+every finished part (:mod:`jaxcam.bench.parts`); ``--results`` rebuilds that suite's
+section of a Markdown file (RESULTS.md) from it: each part's machine, command and time,
+every ratio summarised, the whole table.
 
 The peers (pytorch-grad-cam, torch-cam, when installed) run on PyTorch reference models
 carrying the same weights (:mod:`jaxcam.bench.torch_models`: a seeded PyTorch model, saved
 as a checkpoint and loaded into jaxcam through its converter), on the same inputs, with
 PyTorch's threads set to the cores XLA uses. Which peer classes a method has comes from
 its declaration (``MethodInfo.peers``); a peer row is made only where the case's options
-are ones the peer computes too (:func:`case_peers`: e.g. Score-CAM with
-``variant="torchcam"`` beside torch-cam's ScoreCAM). pytorch-grad-cam imports torchvision: where
-that cannot be imported, the environment records pytorch_grad_cam as None and its rows are
-left out.
+are ones the peer computes too (:func:`jaxcam.bench.cases.case_peers`: e.g. Score-CAM
+with ``variant="torchcam"`` beside torch-cam's ScoreCAM). pytorch-grad-cam imports
+torchvision: where that cannot be imported, the environment records pytorch_grad_cam as
+None and its rows are left out.
 
 The JSON document (``SCHEMA_VERSION``): ``{"schema", "suite", "environment": {...},
 "rows": [row, ...]}``, each row with the keys of ``ROW_KEYS``; :func:`validate` checks it.
@@ -45,10 +45,8 @@ The JSON document (``SCHEMA_VERSION``): ``{"schema", "suite", "environment": {..
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
-import json
 import os
 import platform
 import statistics
@@ -60,8 +58,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxcam.bench.peers import TORCH_MODELS
-from jaxcam.bench.peers import call as peer_call_torch
+from jaxcam.bench.cases import Case, Peer, case_peers, peer_kwargs
+from jaxcam.bench.peer_calls import TORCH_MODELS
+from jaxcam.bench.peer_calls import call as peer_call_torch
 
 SCHEMA_VERSION = 1
 ROW_KEYS = ("model", "layer", "size", "method", "options", "batch_size", "library",
@@ -69,163 +68,6 @@ ROW_KEYS = ("model", "layer", "size", "method", "options", "batch_size", "librar
             "peak_memory_bytes", "memory_kind", "baseline", "agreement")
 ENVIRONMENT_KEYS = ("device", "platform", "cpu_count", "torch_threads", "python", "jax",
                     "jaxlib", "flax", "torch", "pytorch_grad_cam", "torchcam", "commit")
-
-# The peers' libraries, as the method declarations name them (``MethodInfo.peers``).
-LIBRARIES = {"pytorch-grad-cam": "pytorch_grad_cam", "torch-cam": "torchcam"}
-# Peer classes the suite does not call, and why (every other declared peer is called).
-NOT_CALLED = {
-    "CAM": "needs the classifier's fc layer, not a target layer",
-    "FinerCAM": "takes a base method object and a contrast count",
-    "ShapleyCAM": "needs second-order autograd through the model",
-    "AblationCAM": "replaces the target layer by its own ablation module",
-    "GuidedBackpropReLUModel": "returns input gradients, not maps",
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Peer:
-    """How the suite calls one peer class.
-
-    Attributes:
-      library: the import name (``pytorch_grad_cam``, ``torchcam``).
-      cls: the class.
-      matches: jaxcam options (name, value) under which the peer computes the same maps
-        (e.g. Score-CAM's ``variant``); a case without them gets no row of this peer.
-      takes: the jaxcam options the peer is given, in its own terms (``peer_options``).
-    """
-
-    library: str
-    cls: str
-    matches: tuple = ()
-    takes: tuple = ()
-
-
-# (method, library) -> what the peer needs beyond a plain call
-_PEER_TERMS = {
-    ("smooth_grad_cam_pp", "torchcam"): ((("variant", "torchcam"),), ("n_samples", "noise")),
-    ("score_cam", "pytorch_grad_cam"): ((("variant", "pytorch-grad-cam"),), ("chunk_size",)),
-    ("score_cam", "torchcam"): ((("variant", "torchcam"),), ("chunk_size",)),
-}
-
-
-def peers(method: str) -> tuple[Peer, ...]:
-    """The peer classes the suite calls for a jaxcam method, from its declaration."""
-    import jaxcam
-
-    out = []
-    for name in jaxcam.method_info(method).peers:
-        library, _, cls = name.partition(" ")
-        if cls in NOT_CALLED or library not in LIBRARIES:
-            continue
-        lib = LIBRARIES[library]
-        matches, takes = _PEER_TERMS.get((method, lib), ((), ()))
-        out.append(Peer(lib, cls, matches, takes))
-    return tuple(out)
-
-
-def case_peers(case) -> tuple[Peer, ...]:
-    """The peers whose computation is the case's: every option the case sets is one the
-    peer matches or takes (exact derivatives, top_n... have no peer)."""
-    import jaxcam
-
-    spec = jaxcam.batch.parse_methods(case.method)[0]
-    options = {**dict(spec.options), **dict(case.options)}
-    return tuple(p for p in peers(spec.name)
-                 if all(options.get(k) == v for k, v in p.matches)
-                 and set(options) <= {k for k, _ in p.matches} | set(p.takes))
-
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    model: str
-    layer: str
-    size: int
-    method: str                  # a jaxcam.batch method spec: grad_cam_pp:exact
-    batch_size: int
-    options: tuple = ()          # extra keyword options, e.g. (("n_samples", 8),)
-    peers: bool = True
-    repeats: int | None = None   # timed calls, where the suite's number would be too slow
-
-
-def _cases(models, methods, batch_sizes, size, extra=None, repeats=None) -> list[Case]:
-    import jaxcam
-
-    out = []
-    for model in models:
-        layer = jaxcam.models.default_layer(model)
-        for method in methods:
-            for b in batch_sizes:
-                out.append(Case(model, layer, size, method, b,
-                                tuple(sorted((extra or {}).get(method.partition(":")[0],
-                                                               {}).items())),
-                                repeats=repeats))
-    return out
-
-
-SUITES = {
-    # about 5 minutes on 2 CPU cores
-    "quick": lambda: _cases(
-        ["resnet18"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
-                       "layer_cam", "smooth_grad_cam_pp"], [1, 8], 112,
-        {"smooth_grad_cam_pp": {"n_samples": 8}})
-    + _cases(["resnet18"], ["score_cam"], [1], 112, {"score_cam": {"chunk_size": 64}}),
-    # about an hour on 2 CPU cores: run it in parts, --part N/M
-    "full": lambda: _cases(
-        ["resnet50"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact", "xgrad_cam",
-                       "layer_cam", "hires_cam", "grad_cam_elementwise", "eigen_cam",
-                       "eigen_grad_cam"], [1, 8, 32], 224)
-    + _cases(["resnet50"], ["smooth_grad_cam_pp:variant=torchcam"], [1, 4], 224,
-             {"smooth_grad_cam_pp": {"n_samples": 25}}, repeats=3)
-    + _cases(["resnet18"], ["score_cam:variant=pytorch-grad-cam", "score_cam:variant=torchcam"],
-             [1], 224, {"score_cam": {"chunk_size": 64}}, repeats=3)
-    + _cases(["resnet50"], ["ablation_cam"], [1], 224, repeats=3)
-    + _cases(["vgg16"], ["grad_cam", "grad_cam_pp", "grad_cam_pp:exact"], [1, 8], 224),
-}
-
-# Rough seconds of one image's forward at 224 px on 2 CPU cores, and the target layer's
-# channels, to balance the parts.
-_FORWARD_S = {"resnet18": 0.035, "resnet50": 0.1, "vgg16": 0.3}
-_CHANNELS = {"resnet18": 512, "resnet50": 2048, "vgg16": 512}
-
-
-def estimate_s(case: Case, repeats: int) -> float:
-    """A rough estimate of the case's seconds (its method, floor and peers) in forwards
-    of one image, only to balance the parts of a suite; never reported."""
-    options = _effective(case)
-    name = case.method.partition(":")[0]
-    if name == "smooth_grad_cam_pp":
-        mine, floor, peer = 3 * options.get("n_samples", 25), 1, 3 * options.get("n_samples", 25)
-    elif name in ("score_cam", "ablation_cam"):
-        channels = _CHANNELS.get(case.model, 512)
-        mine, floor, peer = (channels, 0, channels) if name == "score_cam" else (6, 1, 0)
-    else:
-        mine, floor, peer = (4 if "exact" in case.method else 1.2), 1, 2
-    calls = (case.repeats or repeats) + 4
-    work = mine + floor + peer * len(case_peers(case))
-    per_image = _FORWARD_S.get(case.model, 0.1) * (case.size / 224) ** 2
-    return 5.0 + per_image * case.batch_size * work * calls
-
-
-def split_parts(cases: list[Case], parts: int, repeats: int) -> list[list[Case]]:
-    """``cases`` in ``parts`` contiguous groups of about equal estimated time (cases of
-    one model stay together where they can, so a part loads few models)."""
-    if not 1 <= parts <= len(cases):
-        raise ValueError(f"the suite has {len(cases)} cases: --part N/M needs 1 <= M <= "
-                         f"{len(cases)}, got M = {parts}")
-    cost = [estimate_s(c, repeats) for c in cases]
-    total, out, current, spent = sum(cost), [], [], 0.0
-    for i, (case, c) in enumerate(zip(cases, cost)):
-        left = len(cases) - i                      # cases not yet placed, this one included
-        need = parts - len(out) - 1                # groups still to open after this one
-        if current and (left <= need or spent + c / 2 > total * (len(out) + 1) / parts):
-            out.append(current)
-            current = []
-        current.append(case)
-        spent += c
-    out.append(current)
-    return out
-
 
 # --- measuring
 
@@ -400,34 +242,6 @@ def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]
     return {"kind": "forward"}, lambda: jax.block_until_ready(forward(setup.split, xs)), 1.0
 
 
-def _effective(case) -> dict:
-    """The case's jaxcam options with the method's declared defaults filled in."""
-    import jaxcam
-
-    spec = jaxcam.batch.parse_methods(case.method)[0]
-    info = jaxcam.method_info(spec.name)
-    given = {**dict(spec.options), **dict(case.options)}
-    return {o.name: given.get(o.name, o.default) for o in info.options if not o.required}
-
-
-def peer_kwargs(peer: Peer, case, x: np.ndarray) -> dict:
-    """The peer constructor's keyword arguments (and attributes) for the case's options.
-
-    Smooth Grad-CAM++: torch-cam's noise is absolute, jaxcam's a fraction of the batch's
-    spread (max - min), so the peer gets ``noise * spread``. Score-CAM: the peer's batch
-    of masked images is jaxcam's ``chunk_size`` (16 where unset, pytorch-grad-cam's
-    default)."""
-    options = _effective(case)
-    if peer.cls == "SmoothGradCAMpp":
-        return {"num_samples": int(options["n_samples"]),
-                "std": float(options["noise"]) * float(x.max() - x.min())}
-    if peer.cls == "ScoreCAM":
-        chunk = options.get("chunk_size") or 16
-        extra = {"input_shape": (3, case.size, case.size)} if peer.library == "torchcam" else {}
-        return {"batch_size": int(chunk), **extra}
-    return {}
-
-
 def peer_call(peer: Peer, setup: Setup, case: Case, x, classes):
     """A call of the peer's method on the PyTorch reference, returning maps (B, H, W)."""
     return peer_call_torch(peer.library, peer.cls, peer_kwargs(peer, case, x),
@@ -585,190 +399,3 @@ def run(cases: list[Case], *, repeats: int = 10, peers: bool = True, suite: str 
     return document
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file beside it, so that an
-    interrupted run never leaves half a document."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def parse_part(text: str) -> tuple[int, int]:
-    """``"N/M"`` -> (N, M) with 1 <= N <= M."""
-    n, sep, m = text.partition("/")
-    if not (sep and n.isdigit() and m.isdigit() and 1 <= int(n) <= int(m)):
-        raise ValueError(f"--part must be N/M with 1 <= N <= M, e.g. 2/6; got {text!r}")
-    return int(n), int(m)
-
-
-def add_part(path: Path, document: dict, part: tuple[int, int], command: str) -> dict:
-    """Adds (or replaces) part N of M in the parts document at ``path`` and returns it.
-
-    The parts document is the suite's document (``rows`` are every finished part's rows,
-    in part order; ``environment`` the latest part's) plus ``parts``: per part its
-    ``rows``, ``seconds``, ``environment`` and ``command``. Parts of another suite or
-    another M are refused (a different split of the cases)."""
-    n, m = part
-    if path.exists():
-        whole = json.loads(path.read_text())
-        if whole.get("suite") != document["suite"] or whole.get("part_count") != m:
-            raise ValueError(f"{path} holds parts of suite {whole.get('suite')!r} split in "
-                             f"{whole.get('part_count')}, not {document['suite']!r} in {m}: "
-                             "pass another --out")
-    else:
-        whole = {"schema": SCHEMA_VERSION, "suite": document["suite"], "part_count": m,
-                 "parts": {}}
-    whole["parts"][str(n)] = {"rows": document["rows"], "seconds": document["seconds"],
-                              "environment": document["environment"], "command": command}
-    done = sorted(whole["parts"], key=int)
-    whole["rows"] = [r for k in done for r in whole["parts"][k]["rows"]]
-    whole["environment"] = document["environment"]
-    validate(whole)
-    _write_atomic(path, json.dumps(whole, indent=2) + "\n")
-    return whole
-
-
-def _summary(document: dict) -> list[str]:
-    """The suite's ratios, summarised: each method's cost over its floor, and each peer's
-    time over jaxcam's (the target: jaxcam at most half of pytorch-grad-cam's time)."""
-    rows = document["rows"]
-    lines = []
-    floors: dict = {}
-    for r in rows:
-        if r["library"] == "jaxcam":
-            floors.setdefault(r["baseline"]["kind"], []).append(r["baseline"]["ratio"])
-    for kind, ratios in floors.items():
-        lines.append(f"- jaxcam over its floor ({kind}): {min(ratios):.2f}-{max(ratios):.2f} x "
-                     f"over {len(ratios)} rows.")
-    for library in sorted({r["library"] for r in rows} - {"jaxcam"}):
-        mine = [r for r in rows if r["library"] == library]
-        ratios = [r["baseline"]["ratio"] for r in mine]
-        agree = [r["agreement"] for r in mine]
-        lines.append(f"- {library} over jaxcam: {min(ratios):.2f}-{max(ratios):.2f} x "
-                     f"(median {statistics.median(ratios):.2f}) over {len(ratios)} rows; "
-                     f"agreement {min(agree):.3f}-{max(agree):.3f}.")
-    misses = [r for r in rows if r["library"] == "pytorch_grad_cam"
-              and r["baseline"]["ratio"] < 2.0]
-    for r in misses:
-        lines.append(f"- Miss: {r['method']} at batch {r['batch_size']} ({r['model']}): "
-                     f"pytorch-grad-cam takes {r['baseline']['ratio']:.2f} x jaxcam's time, "
-                     "below the 2 x the target asks.")
-    return lines
-
-
-def results_section(whole: dict) -> str:
-    """RESULTS.md's section for a parts document: machine, commands, parts, summary and
-    the table of every row."""
-    m = whole["part_count"]
-    missing = [str(k) for k in range(1, m + 1) if str(k) not in whole["parts"]]
-    lines = [f"## The benchmark suite, {whole['suite']} "
-             f"(`python -m benchmarks run --suite {whole['suite']} --part N/{m}`)", ""]
-    for k in sorted(whole["parts"], key=int):
-        part = whole["parts"][k]
-        env = part["environment"]
-        lines.append(f"- part {k}/{m}: {len(part['rows'])} rows, {part['seconds']:.0f} s, "
-                     f"{env['device']} ({env['platform']}, {env['cpu_count']} cores), commit "
-                     f"{str(env['commit'])[:10]}: `{part['command']}`")
-    if missing:
-        lines.append(f"- not run yet: part {', '.join(missing)} of {m}")
-    lines += ["", *_summary(whole), "", markdown(whole)]
-    return "\n".join(lines)
-
-
-def write_results(whole: dict, results: Path) -> None:
-    """Rewrites the section of ``results`` between ``<!-- suite: NAME -->`` and
-    ``<!-- /suite: NAME -->`` (appended at the end when absent)."""
-    begin, end = f"<!-- suite: {whole['suite']} -->", f"<!-- /suite: {whole['suite']} -->"
-    text = results.read_text() if results.exists() else ""
-    block = f"{begin}\n{results_section(whole)}\n{end}"
-    if begin in text and end in text:
-        head, _, rest = text.partition(begin)
-        text = head + block + rest.partition(end)[2]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    _write_atomic(results, text)
-
-
-def main(argv: list[str] | None = None, prog: str = "jaxcam bench") -> int:
-    """Runs the suite (or the cases the options give) and writes its JSON document and
-    Markdown table: ``jaxcam bench [options]``."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    p = parser
-    p.add_argument("--suite", choices=sorted(SUITES), default=None)
-    p.add_argument("--models", default=None, help="e.g. resnet18,resnet50")
-    p.add_argument("--methods", default=None, help="e.g. grad_cam,grad_cam_pp:exact")
-    p.add_argument("--batch-sizes", default=None, help="e.g. 1,8,32")
-    p.add_argument("--size", type=int, default=None, help="input size (default: the suite's)")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--part", default=None,
-                   help="N/M: run the N-th of M parts of the suite (of about equal time) and "
-                        "add its rows to --out, which then holds every finished part")
-    p.add_argument("--list-parts", action="store_true",
-                   help="print the cases of each part (with --part's M) and exit")
-    p.add_argument("--results", default=None,
-                   help="a Markdown file (benchmarks/RESULTS.md) whose section for the suite "
-                        "is rebuilt from --out's parts document")
-    p.add_argument("--out", default="benchmark-results.json",
-                   help="the JSON document; the Markdown table goes beside it (.md)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    cases = SUITES[args.suite or "quick"]()
-    if args.models or args.methods or args.batch_sizes or args.size:
-        if args.part:
-            parser.error("--part splits a whole suite; it cannot take --models, --methods, "
-                         "--batch-sizes or --size")
-        models = args.models.split(",") if args.models else sorted({c.model for c in cases})
-        methods = (args.methods.split(",") if args.methods
-                   else list(dict.fromkeys(c.method for c in cases)))
-        sizes = ([int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes
-                 else sorted({c.batch_size for c in cases}))
-        size = args.size or cases[0].size
-        cases = _cases(models, methods, sizes, size)
-    out = Path(args.out)
-    part = None
-    if args.part:
-        try:
-            part = parse_part(args.part)
-            groups = split_parts(cases, part[1], args.repeats)
-        except ValueError as e:
-            parser.error(str(e))
-        if args.list_parts:
-            for k, group in enumerate(groups, 1):
-                print(f"part {k}/{part[1]}: " + ", ".join(
-                    f"{c.model} {c.method} b{c.batch_size}" for c in group))
-            return 0
-        cases = groups[part[0] - 1]
-    elif args.results and not args.list_parts:
-        if not out.exists():
-            parser.error(f"--results rebuilds from the parts document --out {out}, which "
-                         "does not exist: run the parts first")
-        write_results(json.loads(out.read_text()), Path(args.results))
-        print(f"rebuilt {args.results} from {out}")
-        return 0
-    t0 = time.perf_counter()
-    document = run(cases, repeats=args.repeats, peers=not args.no_peers,
-                   suite=args.suite or "custom")
-    document["seconds"] = time.perf_counter() - t0
-    if part is not None:
-        command = " ".join(["python -m benchmarks run", *(argv if argv is not None
-                                                          else __import__("sys").argv[1:])])
-        try:
-            whole = add_part(out, document, part, command)
-        except ValueError as e:
-            parser.error(str(e))
-        _write_atomic(out.with_suffix(".md"), markdown(whole))
-        if args.results:
-            write_results(whole, Path(args.results))
-        print(f"part {part[0]}/{part[1]}: {len(document['rows'])} rows in "
-              f"{document['seconds']:.0f} s; {out} holds parts "
-              f"{', '.join(sorted(whole['parts'], key=int))} of {part[1]}")
-        return 0
-    _write_atomic(out, json.dumps(document, indent=2) + "\n")
-    _write_atomic(out.with_suffix(".md"), markdown(document))
-    print(f"wrote {out} and {out.with_suffix('.md')} ({len(document['rows'])} rows, "
-          f"{document['seconds']:.0f} s)")
-    return 0
