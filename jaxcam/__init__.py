@@ -32,9 +32,9 @@ from jaxcam._devices import place as place
 from jaxcam._devices import shard_batch as shard_batch
 from jaxcam._explain import Augment as Augment
 from jaxcam._explain import augmentations as augmentations
-from jaxcam._links import LINKS as LINKS
-from jaxcam._links import Link as Link
-from jaxcam._links import links_table as links_table
+from jaxcam.targets._links import LINKS as LINKS
+from jaxcam.targets._links import Link as Link
+from jaxcam.targets._links import links_table as links_table
 from jaxcam._preprocess import Preprocess as Preprocess
 from jaxcam._methods import smoothed as smoothed
 from jaxcam._registry import MethodInfo as MethodInfo

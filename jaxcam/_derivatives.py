@@ -29,9 +29,9 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxcam._checks import check_choice, check_positive_int
-from jaxcam import _links as L
+from jaxcam.targets import _links as L
 from jaxcam import _twofloat as TF
-from jaxcam._targets import Objective, resolve_for
+from jaxcam.targets._objective import Objective, resolve_for
 from jaxcam._chunking import chunked_map, chunked_sum
 from jaxcam._split import vmap_examples
 from jaxcam._taylor import basis_derivatives
@@ -144,7 +144,7 @@ def _jacobian_moments(head_vjp, a: Array, p: Array, chunk: int) -> tuple[Array, 
     """sum_j p_bj d_bj^k for k = 2, 3, every example b and activation, with
     d_bj = J_bj - E_p[J_b] the deviations of the rows of the head's Jacobian
     J_bj = dS_bj/dA_b from their p-weighted mean. Each deviation is one vector-Jacobian
-    product of the cotangent onehot_j - p (:func:`jaxcam._links.centring_cotangents`), so
+    product of the cotangent onehot_j - p (:func:`jaxcam.targets._links.centring_cotangents`), so
     the moments are central by construction. Built ``chunk`` classes at a time (memory of
     one chunk of rows, never the whole C x n Jacobian)."""
     return _central_moments(
@@ -180,7 +180,7 @@ def _softmax_family(split, a: Array, logits: Array, classes: Array, link: str, o
     """softmax / log_softmax on a piecewise-linear head, along the straight curves
     S + t J e_i of every activation at once. With d_j = J_j - E_p[J] (every class's
     column entries relative to their mean): h1 = d_c, h2 = -sum_j p_j d_j^2,
-    h3 = -sum_j p_j d_j^3 (:mod:`jaxcam._links`). ``matrix``: J itself (K, C), for an
+    h3 = -sum_j p_j d_j^3 (:mod:`jaxcam.targets._links`). ``matrix``: J itself (K, C), for an
     affine head on pooled activations."""
     _, head_vjp = jax.vjp(split.logits_from, a)
     log_p = jax.nn.log_softmax(logits, axis=-1)

@@ -32,7 +32,7 @@ from jaxcam import _weighting as W
 from jaxcam._checks import check_choice
 from jaxcam._pipeline import Program, check_inputs, run_on
 from jaxcam._split import Split
-from jaxcam._targets import Objective
+from jaxcam.targets._objective import Objective
 
 Array = jax.Array
 FUSIONS = ("mean", "max", "layercam")

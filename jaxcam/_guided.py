@@ -10,7 +10,7 @@ from jaxcam._methods import build_grad_cam
 from jaxcam._pipeline import Built, Program
 from jaxcam._registry import register_method
 from jaxcam._split import Split, check_guided
-from jaxcam._targets import Objective, resolve
+from jaxcam.targets._objective import Objective, resolve
 
 Array = jax.Array
 

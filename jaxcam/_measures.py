@@ -18,7 +18,7 @@ from jaxcam._chunking import chunked_sum
 from jaxcam._derivatives import cam_derivatives
 from jaxcam._pipeline import Evidence
 from jaxcam._split import Split
-from jaxcam._targets import Objective
+from jaxcam.targets._objective import Objective
 
 Array = jax.Array
 

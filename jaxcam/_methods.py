@@ -41,7 +41,7 @@ from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key, selection
 from jaxcam._registry import MethodInfo, available_methods, method_info, register_method
 from jaxcam._split import Split, split_shapes
-from jaxcam._targets import Contrast, resolve
+from jaxcam.targets._objective import Contrast, resolve
 
 Array = jax.Array
 

@@ -41,12 +41,12 @@ from jaxcam._checks import check_choice, check_number, check_positive_int, is_co
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, per_axis
 from jaxcam._devices import method_mesh
-from jaxcam._links import check_link
+from jaxcam.targets._links import check_link
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam._registry import register_method
 from jaxcam._split import Split, split_shapes
 from jaxcam.targets import Target
-from jaxcam._targets import Objective, resolve
+from jaxcam.targets._objective import Objective, resolve
 
 Array = jax.Array
 SCORE_CAM_VARIANTS = ("paper", "pytorch-grad-cam", "torchcam")

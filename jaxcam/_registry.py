@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxcam._explain import explain
-from jaxcam._links import LINKS
+from jaxcam.targets._links import LINKS
 
 KINDS = ("gradient", "activation", "perturbation", "guided")
 NEEDS = ("key", "guided", "gap_linear_head")

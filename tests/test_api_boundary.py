@@ -170,7 +170,7 @@ def test_integral_options_of_numpy_types_are_accepted(tiny_split, tiny_x):
     np.testing.assert_array_equal(numpy, plain)  # equal static options: the same program
     # the same static options, hence the same compiled program
     programs = [build_grad_cam_pp(tiny_split, tiny_x, 1, derivatives="exact", chunk_size=chunk,
-                                  eps=eps)[0]
+                                  eps=eps).program
                 for chunk, eps in ((4, 0.0), (np.int16(4), np.int64(0)))]
     structure = [jax.tree_util.tree_structure(p) for p in programs]
     assert structure[0] == structure[1]

@@ -13,7 +13,7 @@ import pytest
 import jaxcam
 from jaxcam import _weighting as W
 from jaxcam._derivatives import cam_derivatives
-from jaxcam._targets import resolve
+from jaxcam.targets._objective import resolve
 
 
 # --- small smooth heads (float64) ---------------------------------------------------
@@ -270,9 +270,9 @@ def test_smooth_chunk_size_bounds_memory(deep_head):
     x = jnp.zeros((1, 128, 128, 3))
 
     def temp_bytes(chunk):
-        program, classes, key, _ = build_smooth_grad_cam_pp(
+        built = build_smooth_grad_cam_pp(
             deep_head, x, 1, key=jax.random.key(0), n_samples=32, chunk_size=chunk)
-        compiled = run.lower(program, deep_head, x, classes, key).compile()
+        compiled = run.lower(built.program, deep_head, x, built.classes, built.key).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(1), temp_bytes(32)
@@ -341,10 +341,9 @@ assert np.abs(one).max() > 0
 np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6 * np.abs(one).max())
 # the copies are split across the devices: one chunk of 6 (5 padded to a multiple of 2),
 # 3 per device, summed across devices by an all-reduce
-program, classes, key, mesh = build_smooth_grad_cam_pp(split, x, 1, devices=jax.devices(),
-                                                       **options)
-assert program.measure.chunk == 6
-hlo = run.lower(program, split, x, classes, key).compile().as_text()
+built = build_smooth_grad_cam_pp(split, x, 1, devices=jax.devices(), **options)
+assert built.program.measure.chunk == 6
+hlo = run.lower(built.program, split, x, built.classes, built.key).compile().as_text()
 assert "all-reduce" in hlo
 assert "f32[3,1,48,48,3]" in hlo and "f32[6,1,48,48,3]" not in hlo
 print("ok")

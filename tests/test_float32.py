@@ -1,7 +1,7 @@
 """Exact derivatives in float32 for confident predictions.
 
 The softmax and log_softmax links are computed from central moments and sums of the
-other classes' probabilities (jaxcam._links), so float32 maps stay close to float64 ones
+other classes' probabilities (jaxcam.targets._links), so float32 maps stay close to float64 ones
 as the top-2 logit gap grows, and are exactly zero where the true derivatives underflow.
 The closed forms are checked against nested jax.jvp through jax.nn's links in float64.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import jaxcam
-from jaxcam import _links as L
+from jaxcam.targets import _links as L
 from jaxcam._taylor import taylor_along
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -90,10 +90,9 @@ def test_chunk_size_bounds_score_cam_memory(tiny_split):
     x = jnp.zeros((2, 64, 64, 3))
 
     def temp_bytes(chunk):
-        program, classes, _, _ = _build(tiny_split, x, 1, variant="paper", mode="plain",
-                                     chunk_size=chunk)
-        return run.lower(program, tiny_split, x, classes).compile().memory_analysis() \
-            .temp_size_in_bytes
+        built = _build(tiny_split, x, 1, variant="paper", mode="plain", chunk_size=chunk)
+        return run.lower(built.program, tiny_split, x, built.classes).compile() \
+            .memory_analysis().temp_size_in_bytes
 
     small, large = temp_bytes(1), temp_bytes(6)
     assert small * 2 < large, (small, large)

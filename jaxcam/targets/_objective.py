@@ -24,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from jaxcam._checks import check_class_range
-from jaxcam._links import LINKS, bell, check_link, link_names, class_gradient, class_taylor
+from jaxcam.targets._links import LINKS, bell, check_link, link_names, class_gradient, class_taylor
 from jaxcam._split import describe, split_shapes
 from jaxcam._taylor import taylor_along
 from jaxcam.targets import ClassScore, Target
@@ -108,7 +108,7 @@ class Objective:
 
     @property
     def by_class(self) -> bool:
-        """The score is link(S)_c of one class (the closed forms of :mod:`jaxcam._links`)."""
+        """The score is link(S)_c of one class (the closed forms of :mod:`jaxcam.targets._links`)."""
         return isinstance(self.target, ByClass)
 
     def contrasted(self, ranks: tuple[int, ...]) -> Objective:
@@ -155,7 +155,7 @@ class Objective:
 
     def gradient(self, logits: Array, classes) -> Array:
         """dY_b/dS_b (B, C), accurate in float32 for confident predictions
-        (:func:`jaxcam._links.class_gradient`)."""
+        (:func:`jaxcam.targets._links.class_gradient`)."""
         if self.by_class:
             return class_gradient(self.link, logits, classes)
         return jax.grad(lambda s: jnp.sum(self(s, classes)))(logits)
@@ -169,7 +169,7 @@ class Objective:
           coeffs: (order, C), the derivatives s1, s2, ... of the curve S(t) at t = 0 (for
             pytree outputs, the same pytree with a leading ``order`` axis).
 
-        Class targets use the closed forms of :mod:`jaxcam._links` (accurate in float32
+        Class targets use the closed forms of :mod:`jaxcam.targets._links` (accurate in float32
         for confident predictions); any other score is differentiated along the curve
         by nested ``jax.jvp``, then its link applied.
         """
