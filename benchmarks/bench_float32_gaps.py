@@ -21,7 +21,7 @@ else in float64 on the float32 activations A:
   the plain float32 head (its rounding error, about sqrt(K) eps |terms| for a K-channel
   linear layer), the Jacobian in float64: what the map would carry if jaxcam used them;
 * ``logits_rounded_once``: the same with the exact logits rounded once to float32, which
-  is what jaxcam feeds the link for a pooled linear head (``jaxcam._twofloat``);
+  is what jaxcam feeds the link for a pooled linear head (``jaxcam.derivatives._twofloat``);
 * ``arithmetic``: jaxcam's float32 map against the float64 map with those rounded-once
   logits, i.e. what jaxcam's own float32 arithmetic adds.
 """

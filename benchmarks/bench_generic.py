@@ -16,7 +16,7 @@ Timed programs (``variables`` are jit arguments; the first call, trace + compile
 is ``compile_s``; the steady state is the median of ``--repeats`` calls):
 
 * ``series``: ``basis_derivatives(head_logits, a, 3, chunk, reduce=softmax_link)``, the
-  default propagation (:mod:`jaxcam._lowering`), all 4096 directions. The reduce is the
+  default propagation (:mod:`jaxcam.derivatives._lowering`), all 4096 directions. The reduce is the
   softmax link written below in closed form (cumulants of the logits' coefficients).
 * ``grad_cam_pp``: the public call ``jaxcam.grad_cam_pp(split, x, derivatives="exact",
   engine="generic", link="softmax")``, end to end (trunk, derivatives, map).

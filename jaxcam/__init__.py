@@ -25,7 +25,7 @@ from jaxcam import weighting as weighting
 from jaxcam._compare import DerivativeComparison as DerivativeComparison
 from jaxcam._compare import compare_derivatives as compare_derivatives
 from jaxcam._compare import compare_maps as compare_maps
-from jaxcam._derivatives import pure_derivatives as pure_derivatives
+from jaxcam.derivatives._engines import pure_derivatives as pure_derivatives
 from jaxcam._devices import data_mesh as data_mesh
 from jaxcam._devices import padded_size as padded_size
 from jaxcam._devices import place as place

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam import viz
-from jaxcam._derivatives import DERIVATIVES
+from jaxcam.derivatives._engines import DERIVATIVES
 from jaxcam._devices import padded_size, shard_batch
 from jaxcam._registry import available_methods, method_info
 from jaxcam._weighting import normalize

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcam import _weighting as W
-from jaxcam._kinks import kink_shares
+from jaxcam.derivatives._kinks import kink_shares
 from jaxcam._measures import HeadDerivatives
 from jaxcam._methods import GradCAMPPMap, build_grad_cam_pp
 from jaxcam._pipeline import check_inputs, run
@@ -152,7 +152,7 @@ def compare_derivatives(split: Split, x: Array, target=None, *, link: str = "sof
     statistics: Spearman rank correlation of the maps, relative L2 difference, IoU of the
     top 20 % pixels, max |alpha_exact - alpha_approx|, and the share of activations (and
     of the head's ReLU / max-pool units) that sit exactly on a kink, where neither form
-    is a derivative (:mod:`jaxcam._kinks`; common in VGG's head, whose max-pool sees
+    is a derivative (:mod:`jaxcam.derivatives._kinks`; common in VGG's head, whose max-pool sees
     all-zero windows of post-ReLU activations).
 
     With the "exp" link on a piecewise-linear head the two agree (the closed form is

@@ -15,7 +15,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from jaxcam._chunking import chunked_sum
-from jaxcam._derivatives import cam_derivatives
+from jaxcam.derivatives._engines import cam_derivatives
 from jaxcam._pipeline import Evidence
 from jaxcam._split import Split
 from jaxcam.targets._objective import Objective

@@ -35,7 +35,7 @@ from jaxcam._checks import check_choice, check_number, check_positive_int
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import per_axis
 from jaxcam._devices import method_mesh
-from jaxcam._derivatives import DERIVATIVES, ENGINES
+from jaxcam.derivatives._engines import DERIVATIVES, ENGINES
 from jaxcam._explain import explain
 from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
 from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key, selection

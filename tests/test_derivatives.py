@@ -12,7 +12,7 @@ import pytest
 
 import jaxcam
 from jaxcam import _weighting as W
-from jaxcam._derivatives import cam_derivatives
+from jaxcam.derivatives._engines import cam_derivatives
 from jaxcam.targets._objective import resolve
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import jaxcam
 from jaxcam.targets import _links as L
-from jaxcam._taylor import taylor_along
+from jaxcam.derivatives._taylor import taylor_along
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import bench_float32_gaps  # noqa: E402
@@ -145,7 +145,7 @@ def test_float32_exact_maps_within_1e3_of_float64_at_every_gap():
     exact map is not identically zero on this head, both engines, within 1e-3 of float64
     (the logit link, linear here, is checked on a smooth head below). Seed 3 holds the sweep's worst case: at gap 3 a
     channel's alpha nears a pole, where the float32 fc layer's own rounding gave 1.2e-3
-    before its logits were rounded once (jaxcam._twofloat)."""
+    before its logits were rounded once (jaxcam.derivatives._twofloat)."""
     base = jaxcam.models.load("resnet18", layer="layer4", weights="random", seed=3)
     x = jax.random.normal(jax.random.key(3), (1, 64, 64, 3))
     maps, _ = bench_float32_gaps.sweep(base, x, SWEEP_GAPS, SWEEP_LINKS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxcam
-from jaxcam._kinks import kink_shares
+from jaxcam.derivatives._kinks import kink_shares
 
 
 def _pool_sum(a):

@@ -1,4 +1,4 @@
-"""The generic engine's series propagation (jaxcam._lowering) against nested jax.jvp.
+"""The generic engine's series propagation (jaxcam.derivatives._lowering) against nested jax.jvp.
 
 Every head is checked direction by direction against the reference written here: K
 nested ``jax.jvp`` of the whole function along the basis vector, ``vmap``-ed. Float32 is
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import jaxcam
-from jaxcam import _lowering
-from jaxcam._lowering import Run, conv_as_matmul, conv_runs, directional_derivatives
-from jaxcam._taylor import basis_derivatives, taylor_along
+from jaxcam.derivatives import _lowering
+from jaxcam.derivatives._lowering import Run, conv_as_matmul, conv_runs, directional_derivatives
+from jaxcam.derivatives._taylor import basis_derivatives, taylor_along
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 NCHW = ("NCHW", "OIHW", "NCHW")

@@ -1,4 +1,4 @@
-"""Float32 pair arithmetic (jaxcam._twofloat) against float64/exact rational references."""
+"""Float32 pair arithmetic (jaxcam.derivatives._twofloat) against float64/exact rational references."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxcam
-from jaxcam import _twofloat as TF
+from jaxcam.derivatives import _twofloat as TF
 
 
 def _floats(seed, n, spread=20):
@@ -118,7 +118,7 @@ def test_pooled_linear_logits_are_the_exact_logits_rounded_once(name, layer, siz
 def test_moments_from_the_matrix_equal_those_from_vector_jacobian_products(x64, gap):
     """The affine head's moments sum_j p_j d_j^k read from W equal the engine's
     vector-Jacobian-product form (float64), the most probable class included."""
-    from jaxcam import _derivatives as D
+    from jaxcam.derivatives import _engines as D
 
     rng = np.random.default_rng(int(gap))
     k, c, b = 9, 6, 3

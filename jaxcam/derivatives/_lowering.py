@@ -1,7 +1,7 @@
 """Taylor-mode evaluation of a traced function along many directions, with convolutions
 lowered to matrix products.
 
-The generic exact engine (:mod:`jaxcam._taylor`) needs, for every basis direction e_i, the
+The generic exact engine (:mod:`jaxcam.derivatives._taylor`) needs, for every basis direction e_i, the
 derivatives of t -> fn(a + t e_i) at t = 0 up to order K. This module computes them from
 fn's jaxpr in two passes:
 

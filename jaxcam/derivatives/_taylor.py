@@ -11,7 +11,7 @@ Two propagations compute the same derivatives:
 * "series" (default): ``fn``'s jaxpr is evaluated once at ``a``, then only the truncated
   Taylor series of the values that depend on the direction are propagated, ``order``
   coefficients per value, with convolutions computed as matrix products
-  (:mod:`jaxcam._lowering`). Primitives without a dedicated rule go through nested
+  (:mod:`jaxcam.derivatives._lowering`). Primitives without a dedicated rule go through nested
   ``jax.jvp`` equation by equation.
 * "nested_jvp": :func:`taylor_along`, ``order`` nested ``jax.jvp`` of the whole function
   (every primitive has a JVP rule), the reference the series propagation is tested
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcam import _lowering
+from jaxcam.derivatives import _lowering
 from jaxcam._chunking import chunked_map
 
 Array = jax.Array

@@ -8,7 +8,7 @@ Two exact engines compute them and must agree:
 * generic: one directional Taylor expansion per basis vector e_i
   (:func:`jaxcam.derivatives.basis_derivatives`): the head's jaxpr is evaluated once at A,
   then the truncated Taylor series of the values that depend on the direction are
-  propagated (:mod:`jaxcam._lowering`; nested ``jax.jvp`` for primitives without a series
+  propagated (:mod:`jaxcam.derivatives._lowering`; nested ``jax.jvp`` for primitives without a series
   rule), ``vmap``-ed over chunks of directions under ``lax.map``, so memory is bounded by
   the chunk, not by the element count.
 * linearised, for piecewise-linear heads: near almost every A the logits are
@@ -30,11 +30,11 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcam._checks import check_choice, check_positive_int
 from jaxcam.targets import _links as L
-from jaxcam import _twofloat as TF
+from jaxcam.derivatives import _twofloat as TF
 from jaxcam.targets._objective import Objective, resolve_for
 from jaxcam._chunking import chunked_map, chunked_sum
 from jaxcam._split import vmap_examples
-from jaxcam._taylor import basis_derivatives
+from jaxcam.derivatives._taylor import basis_derivatives
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
@@ -261,7 +261,7 @@ def pooled_linear_parts(split, a: Array) -> tuple[Array, Array]:
 def rounded_logits(split, a: Array) -> Array:
     """The logits (B, C) of a pooled linear head at float32 activations ``a``, the exact
     value rounded once to float32 (the plain float32 head is about sqrt(K) roundings off).
-    Exact Grad-CAM++ feeds these to its link (see :mod:`jaxcam._twofloat`)."""
+    Exact Grad-CAM++ feeds these to its link (see :mod:`jaxcam.derivatives._twofloat`)."""
     if a.dtype != jnp.float32:
         raise ValueError(f"rounded_logits is for float32 activations, got {a.dtype}")
     return TF.pooled_linear_logits(a, *pooled_linear_parts(split, a))
@@ -269,7 +269,7 @@ def rounded_logits(split, a: Array) -> Array:
 
 def _pooled_affine(split, a: Array, logits) -> tuple[Array, Array] | None:
     """(W, b) of a float32 head f(mean_hw A) with f affine (``split.gap_linear_head``),
-    read exactly (:func:`jaxcam._twofloat.affine_parts`); None for any other head."""
+    read exactly (:func:`jaxcam.derivatives._twofloat.affine_parts`); None for any other head."""
     if not (split.gap_linear_head and not split.needs_input and a.dtype == jnp.float32
             and isinstance(logits, jax.Array) and logits.ndim == 2):
         return None
