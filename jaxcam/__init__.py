@@ -13,7 +13,7 @@ localisation (pointing games).
 """
 
 # the method families declare their methods, in the registry's order
-from jaxcam import _methods, _perturbation, _guided  # noqa: F401, I001
+from jaxcam.methods import _gradient, _perturbation, _guided  # noqa: F401, I001
 from jaxcam import batch as batch
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
@@ -30,20 +30,20 @@ from jaxcam._devices import data_mesh as data_mesh
 from jaxcam._devices import padded_size as padded_size
 from jaxcam._devices import place as place
 from jaxcam._devices import shard_batch as shard_batch
-from jaxcam._explain import Augment as Augment
-from jaxcam._explain import augmentations as augmentations
+from jaxcam.methods._explain import Augment as Augment
+from jaxcam.methods._explain import augmentations as augmentations
 from jaxcam.targets._links import LINKS as LINKS
 from jaxcam.targets._links import Link as Link
 from jaxcam.targets._links import links_table as links_table
 from jaxcam._preprocess import Preprocess as Preprocess
-from jaxcam._methods import smoothed as smoothed
-from jaxcam._registry import MethodInfo as MethodInfo
-from jaxcam._registry import Option as Option
-from jaxcam._registry import available_methods as available_methods
-from jaxcam._registry import method_info as method_info
-from jaxcam._registry import method_table as method_table
-from jaxcam._registry import options_table as options_table
-from jaxcam._registry import register_method as register_method
+from jaxcam.methods._gradient import smoothed as smoothed
+from jaxcam.methods._registry import MethodInfo as MethodInfo
+from jaxcam.methods._registry import Option as Option
+from jaxcam.methods._registry import available_methods as available_methods
+from jaxcam.methods._registry import method_info as method_info
+from jaxcam.methods._registry import method_table as method_table
+from jaxcam.methods._registry import options_table as options_table
+from jaxcam.methods._registry import register_method as register_method
 from jaxcam._modules import split_module as split_module
 from jaxcam._split import Split as Split
 from jaxcam._split import TokenGrid as TokenGrid
@@ -63,7 +63,7 @@ _API = ["Augment", "DerivativeComparison", "LINKS", "Link", "MethodInfo", "Optio
 
 def __getattr__(name: str):
     """``jaxcam.<method>``: every registered method's public function."""
-    from jaxcam._registry import METHODS
+    from jaxcam.methods._registry import METHODS
 
     if name in METHODS:
         return METHODS[name].function

@@ -35,7 +35,7 @@ import numpy as np
 from jaxcam import viz
 from jaxcam.derivatives._engines import DERIVATIVES
 from jaxcam._devices import padded_size, shard_batch
-from jaxcam._registry import available_methods, method_info
+from jaxcam.methods._registry import available_methods, method_info
 from jaxcam._weighting import normalize
 from pretrained_ports._atomic import remove_temporaries
 

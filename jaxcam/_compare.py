@@ -9,9 +9,9 @@ from flax import struct
 
 from jaxcam import _weighting as W
 from jaxcam.derivatives._kinks import kink_shares
-from jaxcam._measures import HeadDerivatives
-from jaxcam._methods import GradCAMPPMap, build_grad_cam_pp
-from jaxcam._pipeline import check_inputs, run
+from jaxcam.methods._measures import HeadDerivatives
+from jaxcam.methods._gradient import GradCAMPPMap, build_grad_cam_pp
+from jaxcam.methods._pipeline import check_inputs, run
 from jaxcam._split import Split
 
 Array = jax.Array

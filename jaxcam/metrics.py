@@ -44,7 +44,7 @@ from jaxcam._checks import (check_choice, check_finite_nonneg, check_positive_in
                             is_concrete)
 from jaxcam._chunking import chunked_map
 from jaxcam.targets._links import check_link, link_names
-from jaxcam._registry import method_info
+from jaxcam.methods._registry import method_info
 from jaxcam._weighting import safe_ratio, upsample
 
 Array = jax.Array

@@ -140,7 +140,7 @@ def test_logit_link_has_no_curvature_and_warns_once():
     x = jax.random.normal(jax.random.key(5), (2, 64, 64, 3))
     d1, d2, d3 = _derivs(split, x, 0, "logit", "linearised")
     assert np.abs(d1).max() > 0 and np.all(d2 == 0) and np.all(d3 == 0)
-    jaxcam._methods._WARNED_ZERO_CURVATURE.clear()
+    jaxcam.methods._gradient._WARNED_ZERO_CURVATURE.clear()
     with pytest.warns(UserWarning, match=r"D2 = D3 = 0.*link='exp'.*'softmax'.*smooth head"):
         maps = jaxcam.grad_cam_pp(split, x, 0, link="logit", derivatives="exact")
     assert np.all(np.isfinite(maps)) and np.all(maps == 0)
@@ -264,8 +264,8 @@ def test_smooth_map_depends_on_its_own_image_only(tiny_split, tiny_x, variant, s
 
 
 def test_smooth_chunk_size_bounds_memory(deep_head):
-    from jaxcam._methods import build_smooth_grad_cam_pp
-    from jaxcam._pipeline import run
+    from jaxcam.methods._gradient import build_smooth_grad_cam_pp
+    from jaxcam.methods._pipeline import run
 
     x = jnp.zeros((1, 128, 128, 3))
 
@@ -329,8 +329,8 @@ def test_smooth_golden_against_the_formula(deep_head, variant, chunk_size):
 _TWO_DEVICES = """
 import jax, numpy as np, jaxcam
 jax.config.update("jax_numpy_rank_promotion", "raise")
-from jaxcam._methods import build_smooth_grad_cam_pp
-from jaxcam._pipeline import run
+from jaxcam.methods._gradient import build_smooth_grad_cam_pp
+from jaxcam.methods._pipeline import run
 assert len(jax.devices()) == 2, jax.devices()
 split = jaxcam.models.load("resnet18", layer="layer3", weights="random")
 x = jax.random.normal(jax.random.key(10), (1, 48, 48, 3))

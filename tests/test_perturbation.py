@@ -84,8 +84,8 @@ def test_is_cam_and_ss_cam_reduce_to_score_cam(tiny_split, tiny_x):
 
 
 def test_chunk_size_bounds_score_cam_memory(tiny_split):
-    from jaxcam._perturbation import _build
-    from jaxcam._pipeline import run
+    from jaxcam.methods._perturbation import _build
+    from jaxcam.methods._pipeline import run
 
     x = jnp.zeros((2, 64, 64, 3))
 

@@ -185,7 +185,7 @@ def test_cli_offers_every_method(capsys):
 @pytest.fixture
 def toy_method():
     """``softmax_grad_cam``, declared through the registry alone, removed afterwards."""
-    from jaxcam import _registry
+    from jaxcam.methods import _registry
 
     @jaxcam.register_method(kind="gradient", reference="a test", summary="Grad-CAM of p_c",
                             help={"power": "a toy integer option"})
@@ -283,7 +283,7 @@ def test_readme_options_table_is_the_registry():
 def test_every_built_in_option_is_in_the_vocabulary():
     """One name per idea: a built-in method's option is one of the vocabulary's, and a
     chunked method names the axes its chunk_size bounds."""
-    from jaxcam._registry import CHUNK_AXES, OPTION_HELP
+    from jaxcam.methods._registry import CHUNK_AXES, OPTION_HELP
 
     for name in NAMES:
         info = jaxcam.method_info(name)

@@ -4,10 +4,10 @@ A method is a :class:`Program`, a pytree of three parts:
 
 1. ``measure(split, x, classes, key) -> Evidence``: what is measured at the cut: the
    activations A and the head derivatives of the score up to some order
-   (:mod:`jaxcam._measures`), optionally averaged over noisy copies of the input; or the
-   scores of masked inputs (:mod:`jaxcam._perturbation`).
+   (:mod:`jaxcam.methods._measures`), optionally averaged over noisy copies of the input; or the
+   scores of masked inputs (:mod:`jaxcam.methods._perturbation`).
 2. ``to_map(evidence) -> weighted activations (B, h, w, K)``: how the evidence weighs
-   the activations: channel weights w_k A^k (:mod:`jaxcam._methods`), element-wise
+   the activations: channel weights w_k A^k (:mod:`jaxcam.methods._gradient`), element-wise
    weights w^k_ij A^k_ij, or A itself;
 3. ``reduce``: the weighted activations to a map (B, h, w): their sum over the channels,
    or (``"eigen"``, Eigen-CAM and ``eigen_smooth``) their first principal component;

@@ -1,7 +1,7 @@
 """What gradient methods measure at the cut: head derivatives, plain or noise-smoothed.
 
 Both are ``measure(split, x, classes, key) -> Evidence`` parts of a
-:class:`jaxcam._pipeline.Program`. :class:`NoiseSmoothed` wraps any
+:class:`jaxcam.methods._pipeline.Program`. :class:`NoiseSmoothed` wraps any
 :class:`HeadDerivatives`, so noise smoothing applies to every gradient method (Smooth
 Grad-CAM++ is Grad-CAM++ with its evidence smoothed).
 """
@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from jaxcam._chunking import chunked_sum
 from jaxcam.derivatives._engines import cam_derivatives
-from jaxcam._pipeline import Evidence
+from jaxcam.methods._pipeline import Evidence
 from jaxcam._split import Split
 from jaxcam.targets._objective import Objective
 

@@ -42,8 +42,8 @@ from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import chunked_map, per_axis
 from jaxcam._devices import method_mesh
 from jaxcam.targets._links import check_link
-from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key
-from jaxcam._registry import register_method
+from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, check_key
+from jaxcam.methods._registry import register_method
 from jaxcam._split import Split, split_shapes
 from jaxcam.targets import Target
 from jaxcam.targets._objective import Objective, resolve
@@ -117,7 +117,7 @@ def top_channels(a: Array, top_n: int) -> Array:
 @struct.dataclass
 class MaskedScores:
     """The measure of the Score-CAM family: channel weights w (B, K) from the scores of
-    masked inputs (:class:`jaxcam._pipeline.Evidence` ``scores``).
+    masked inputs (:class:`jaxcam.methods._pipeline.Evidence` ``scores``).
 
     Attributes:
       objective: the explained score (link "softmax" for "paper" with a class target,
@@ -285,7 +285,7 @@ def build_score_cam(split, x, target=None, *, variant: str = "paper", baseline=0
     """Score-CAM (Wang et al., CVPR-W 2020, arXiv 1910.01279).
 
     map = ReLU(sum_k w_k A^k), w_k from the target's score on the input masked by channel
-    k's upsampled, min-max scaled activations H_k (module :mod:`jaxcam._perturbation`).
+    k's upsampled, min-max scaled activations H_k (module :mod:`jaxcam.methods._perturbation`).
 
     Cost: K forward passes of the whole network per image (``top_n`` of them with Faster
     Score-CAM), ``chunk_size`` masked images at a time.

@@ -4,12 +4,12 @@ FinerCAM, and noise smoothing of any of them.
 
 Each method is one builder declared with :func:`jaxcam.register_method`, from which
 ``jaxcam.<name>(split, x, target=None, *, options) -> maps`` is derived. It runs as ONE
-jit-compiled program (:func:`jaxcam._pipeline.run`) from the input batch to the
+jit-compiled program (:func:`jaxcam.methods._pipeline.run`) from the input batch to the
 (upsampled, normalised) maps:
 
 1. A = features(x) (forward only), and the derivatives of the explained score Y in A,
-   back through the head alone (:class:`jaxcam._measures.HeadDerivatives`), optionally
-   averaged over noisy copies of the input (:class:`jaxcam._measures.NoiseSmoothed`);
+   back through the head alone (:class:`jaxcam.methods._measures.HeadDerivatives`), optionally
+   averaged over noisy copies of the input (:class:`jaxcam.methods._measures.NoiseSmoothed`);
 2. the map from channel weights w = f(A, derivatives) (:mod:`jaxcam._weighting`):
    sum_k w_k A^k;
 3. ReLU, bilinear upsampling to the input size, min-max scaling.
@@ -36,10 +36,10 @@ from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import per_axis
 from jaxcam._devices import method_mesh
 from jaxcam.derivatives._engines import DERIVATIVES, ENGINES
-from jaxcam._explain import explain
-from jaxcam._measures import Activations, HeadDerivatives, NoiseSmoothed
-from jaxcam._pipeline import Built, Evidence, Finish, Program, check_key, selection
-from jaxcam._registry import MethodInfo, available_methods, method_info, register_method
+from jaxcam.methods._explain import explain
+from jaxcam.methods._measures import Activations, HeadDerivatives, NoiseSmoothed
+from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, check_key, selection
+from jaxcam.methods._registry import MethodInfo, available_methods, method_info, register_method
 from jaxcam._split import Split, split_shapes
 from jaxcam.targets._objective import Contrast, resolve
 

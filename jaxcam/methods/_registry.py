@@ -10,8 +10,8 @@ from :data:`OPTION_HELP` (or the declaration's own ``help``), and derives everyt
 - the :class:`MethodInfo` that the command line (``--method`` choices and
   ``name:option=value``), the README's method table and the shared test suite read.
 
-This module imports no method: the families (:mod:`jaxcam._methods`,
-:mod:`jaxcam._perturbation`, :mod:`jaxcam._guided`) import it and declare theirs.
+This module imports no method: the families (:mod:`jaxcam.methods._gradient`,
+:mod:`jaxcam.methods._perturbation`, :mod:`jaxcam.methods._guided`) import it and declare theirs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from jaxcam._explain import explain
+from jaxcam.methods._explain import explain
 from jaxcam.targets._links import LINKS
 
 KINDS = ("gradient", "activation", "perturbation", "guided")
@@ -37,7 +37,7 @@ CHUNK_AXES = {
     "masks": "masked inputs through the whole network (default 16)",
     "channels": "ablated copies of the activations through the head (default 32)",
 }
-# the options every map method takes (:func:`jaxcam._explain.explain`), with their defaults
+# the options every map method takes (:func:`jaxcam.methods._explain.explain`), with their defaults
 SHARED_OPTIONS = {"layers": None, "fuse": "mean", "aug_smooth": False, "augmentations": None,
                   "eigen_smooth": False}
 
@@ -312,7 +312,7 @@ def _method_info(build: Callable, name: str, *, help: dict, **fields) -> MethodI
 
 def _public_function(info: MethodInfo, doc: str, help: dict) -> Callable:
     """``jaxcam.<name>``: the options checked against the declaration, then
-    :func:`jaxcam._explain.explain` of the builder."""
+    :func:`jaxcam.methods._explain.explain` of the builder."""
     known = {o.name for o in info.options} | set(SHARED_OPTIONS)
     required = [o.name for o in info.options if o.required]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import jax
 from flax import struct
 
-from jaxcam._methods import build_grad_cam
-from jaxcam._pipeline import Built, Program
-from jaxcam._registry import register_method
+from jaxcam.methods._gradient import build_grad_cam
+from jaxcam.methods._pipeline import Built, Program
+from jaxcam.methods._registry import register_method
 from jaxcam._split import Split, check_guided
 from jaxcam.targets._objective import Objective, resolve
 

@@ -2,8 +2,8 @@
 and eigen smoothing, all in the one jit-compiled call.
 
 Every public map method is ``explain(build, split, x, target, **options)``: its builder
-(:mod:`jaxcam._methods`, :mod:`jaxcam._perturbation`) turns the options into a
-:class:`jaxcam._pipeline.Program`, and this module adds the options any method takes:
+(:mod:`jaxcam.methods._gradient`, :mod:`jaxcam.methods._perturbation`) turns the options into a
+:class:`jaxcam.methods._pipeline.Program`, and this module adds the options any method takes:
 
 * ``layers=[...]``: the same method at several cuts of one network (layer names, re-cut by
   :meth:`jaxcam.Split.at`, or :class:`jaxcam.Split` objects), each layer's map normalised
@@ -30,7 +30,7 @@ from flax import struct
 
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice
-from jaxcam._pipeline import Program, check_inputs, run_on
+from jaxcam.methods._pipeline import Program, check_inputs, run_on
 from jaxcam._split import Split
 from jaxcam.targets._objective import Objective
 
