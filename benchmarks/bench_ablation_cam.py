@@ -41,7 +41,6 @@ Memory: the compiled program's temporary bytes (XLA's memory analysis) for a few
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.metadata
 import os
@@ -59,19 +58,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import jaxcam  # noqa: E402
+from jaxcam.bench.peer_calls import patched  # noqa: E402
 from _standin import torchvision_standin  # noqa: E402
 from _timing import emit, machine, measure_many  # noqa: E402
-
-
-@contextlib.contextmanager
-def patched(obj, name, value):
-    """Sets ``obj.name = value`` inside the block, restores it after."""
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
 
 
 def import_pgc():

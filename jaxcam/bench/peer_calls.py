@@ -18,7 +18,7 @@ TORCH_MODELS = {
 
 
 @contextlib.contextmanager
-def _patched(obj, name: str, value):
+def patched(obj, name: str, value):
     """``obj.name = value`` within the block."""
     old = getattr(obj, name)
     setattr(obj, name, value)
@@ -50,7 +50,7 @@ def call(library: str, cls: str, kwargs: dict, model, layer, torchcam_layer: str
 
         def run():
             if quiet is not None:                     # ScoreCAM's progress bar, silenced
-                with _patched(quiet, "tqdm", lambda it, **kw: it):
+                with patched(quiet, "tqdm", lambda it, **kw: it):
                     return cam(input_tensor=xt, targets=targets)
             return cam(input_tensor=xt, targets=targets)
 
