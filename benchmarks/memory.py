@@ -210,6 +210,8 @@ def markdown(document: dict) -> str:
 
 def write_results(document: dict, path: Path = RESULTS) -> None:
     """Replaces (or appends) the memory section of RESULTS.md."""
+    from jaxcam.bench.parts import write_atomic
+
     block = (f"{BEGIN}\n## Peak memory at batch {document['batch']} against the peers "
              f"(`python -m benchmarks memory`)\n\n{__doc__.split(chr(10) * 2)[1]}\n\n"
              f"{markdown(document)}{END}")
@@ -219,7 +221,7 @@ def write_results(document: dict, path: Path = RESULTS) -> None:
         text = head + block + rest.partition(END)[2]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_atomic(path, text)
 
 
 def main(argv=None) -> int:
@@ -251,6 +253,7 @@ def main(argv=None) -> int:
         parser.error(f"no case has a method in {sorted(wanted)}; the cases: "
                      f"{', '.join(c[2] for c in CASES)}")
     from benchmarks._timing import machine
+    from jaxcam.bench.parts import write_atomic
 
     document = (json.loads(out.read_text()) if out.exists()
                 else {"rows": [], "machine": machine(), "batch": batch})
@@ -274,11 +277,8 @@ def main(argv=None) -> int:
                                 machine=machine(),
                                 command="python -m benchmarks memory" + (
                                     f" --methods {args.methods}" if args.methods else ""))
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp_out = out.with_name(f".{out.name}.tmp")
-                tmp_out.write_text(json.dumps(document, indent=2) + "\n")
-                os.replace(tmp_out, out)
-                out.with_suffix(".md").write_text(markdown(document))
+                write_atomic(out, json.dumps(document, indent=2) + "\n")
+                write_atomic(out.with_suffix(".md"), markdown(document))
     print(f"{len(cases)} cases in {time.perf_counter() - t0:.0f} s; wrote {out}")
     return 0
 
