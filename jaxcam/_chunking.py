@@ -23,6 +23,9 @@ from jaxcam._checks import check_positive_int
 from jaxcam._devices import AXIS
 
 Array = jax.Array
+# the default chunk of each chunked axis that has a fixed one: the one place for them
+# ("samples" has none: near-equal chunks of at most 8 per device)
+DEFAULT_CHUNKS = {"directions": 256, "masks": 16, "channels": 32}
 
 
 def per_axis(chunk_size, axes: tuple[str, ...]) -> dict[str, int | None]:

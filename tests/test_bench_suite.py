@@ -26,7 +26,8 @@ from benchmarks._standin import torchvision_standin  # noqa: E402
 def document():
     cases = [suite.Case("resnet18", "layer4", 32, "grad_cam", 2),
              suite.Case("resnet18", "layer4", 32, "grad_cam_pp:exact", 1),
-             suite.Case("resnet18", "layer3", 32, "score_cam", 1, (("chunk_size", 128),))]
+             suite.Case("resnet18", "layer3", 32, "score_cam", 1, (("chunk_size", 128),)),
+             suite.Case("resnet18", "layer4", 32, "ablation_cam", 2)]
     with torchvision_standin():                       # pytorch-grad-cam imports torchvision
         return suite.run(cases, repeats=1, progress=None)
 
@@ -36,11 +37,16 @@ def test_rows_baselines_and_peers(document):
     rows = document["rows"]
     assert [(r["method"], r["library"]) for r in rows] == [
         ("grad_cam", "jaxcam"), ("grad_cam", "pytorch_grad_cam"), ("grad_cam", "torchcam"),
-        ("grad_cam_pp:exact", "jaxcam"), ("score_cam", "jaxcam")]
+        ("grad_cam_pp:exact", "jaxcam"), ("score_cam", "jaxcam"), ("ablation_cam", "jaxcam")]
     assert [r["baseline"]["kind"] for r in rows] == [
-        "forward", "jaxcam", "jaxcam", "closed_form", "masked_forward"]
-    assert rows[-1]["baseline"]["images"] == 256               # layer3's channels, 1 image
-    assert rows[-1]["options"] == {"chunk_size": 128}
+        "forward", "jaxcam", "jaxcam", "closed_form", "masked_forward", "ablated_head"]
+    score, ablation = rows[-2:]
+    assert score["baseline"]["images"] == 256                  # layer3's channels, 1 image
+    assert score["options"] == {"chunk_size": 128}
+    # Ablation-CAM's floor is the head alone, once per channel and image: layer4's 512
+    # channels x 2 images, at its default chunk (jaxcam.chunking.DEFAULT_CHUNKS)
+    assert ablation["baseline"]["evaluations"] == 512 * 2
+    assert ablation["baseline"]["ratio"] > 0
     for r in rows[1:3]:                                        # the same computation
         assert r["agreement"] > 0.99, r
     env = document["environment"]

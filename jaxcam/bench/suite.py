@@ -17,8 +17,10 @@ For each (model, layer, method, options, batch size) and library, a row of:
   case runs (``memory_kind`` says which);
 - ``baseline``: the floor in the same process: the plain forward of the same model and
   batch for gradient methods, the K masked images through the batched forward for the
-  Score-CAM family (K = the layer's channels, measured on one chunk of ``chunk_size``
-  images and scaled), the closed form for exact Grad-CAM++; ``ratio`` is median / floor;
+  Score-CAM family (``masked_forward``; K = the layer's channels, measured on one chunk of
+  ``chunk_size`` images and scaled), the K ablated copies of the activations through the
+  head alone for Ablation-CAM (``ablated_head``, measured and scaled the same way), the
+  closed form for exact Grad-CAM++; ``ratio`` is median / floor;
 - ``agreement``: for a peer row, the mean Pearson correlation between the peer's maps and
   jaxcam's (both at the input size), so that speed is never compared between different
   computations.
@@ -222,6 +224,7 @@ def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]
     """The floor of the case's method: (its description, a call, the factor from one call
     to the floor)."""
     import jax
+    import jax.numpy as jnp
 
     import jaxcam
 
@@ -232,12 +235,23 @@ def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]
         return {"kind": "closed_form"}, jaxcam_call(setup, closed, x, classes), 1.0
     forward = jax.jit(lambda split, x: split.logits(x))
     if info.kind == "perturbation":
-        chunk = dict(case.options).get("chunk_size", 16)
-        k = jax.eval_shape(setup.split.activations, jax.ShapeDtypeStruct(
-            (1, setup.size, setup.size, 3), np.float32)).shape[-1]
+        # K evaluations per image, `chunk` at a time: masked images through the whole
+        # network (Score-CAM family) or ablated activations through the head alone
+        # (Ablation-CAM, whose chunks are along "channels").
+        ablates = "channels" in info.chunks
+        axis = "channels" if ablates else "masks"
+        chunk = dict(case.options).get("chunk_size", jaxcam.chunking.DEFAULT_CHUNKS[axis])
+        a = jax.jit(lambda split, x: split.activations(x))(setup.split, x[:1])
+        k = a.shape[-1]
+        scale = k * len(x) / chunk
+        if ablates:
+            head = jax.jit(lambda split, a: split.logits_from(a))
+            a_chunk = jax.device_put(jnp.repeat(a, chunk, 0))
+            return ({"kind": "ablated_head", "evaluations": int(k * len(x))},
+                    lambda: jax.block_until_ready(head(setup.split, a_chunk)), scale)
         xs = jax.device_put(np.repeat(x[:1], chunk, 0))
         return ({"kind": "masked_forward", "images": int(k * len(x))},
-                lambda: jax.block_until_ready(forward(setup.split, xs)), k * len(x) / chunk)
+                lambda: jax.block_until_ready(forward(setup.split, xs)), scale)
     xs = jax.device_put(x)
     return {"kind": "forward"}, lambda: jax.block_until_ready(forward(setup.split, xs)), 1.0
 
@@ -349,7 +363,7 @@ def validate(document: dict) -> None:
                 raise ValueError(f"{key} must be a float >= 0, got {row[key]!r}")
         if not row["min_s"] <= row["median_s"] <= row["max_s"] or row["repeats"] < 1:
             raise ValueError(f"inconsistent times in {row}")
-        if set(row["baseline"]) - {"kind", "seconds", "ratio", "images"} or \
+        if set(row["baseline"]) - {"kind", "seconds", "ratio", "images", "evaluations"} or \
                 not {"kind", "seconds", "ratio"} <= set(row["baseline"]):
             raise ValueError(f"baseline must have kind, seconds, ratio: {row['baseline']}")
         if row["library"] == "jaxcam" and row["agreement"] is not None:

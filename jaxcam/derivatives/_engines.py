@@ -32,14 +32,14 @@ from jaxcam._checks import check_choice, check_positive_int
 from jaxcam.targets import _links as L
 from jaxcam.derivatives import _twofloat as TF
 from jaxcam.targets._objective import Objective, resolve_for
-from jaxcam._chunking import chunked_map, chunked_sum
+from jaxcam._chunking import DEFAULT_CHUNKS, chunked_map, chunked_sum
 from jaxcam._split import vmap_examples
 from jaxcam.derivatives._taylor import basis_derivatives
 
 Array = jax.Array
 DERIVATIVES = ("approx", "exact")
 ENGINES = ("auto", "generic", "linearised")
-DEFAULT_CHUNK = 256
+DEFAULT_CHUNK = DEFAULT_CHUNKS["directions"]
 
 
 def pure_derivatives(fn: Callable[[Array], Array], a: Array, *, order: int = 3,

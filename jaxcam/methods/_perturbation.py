@@ -39,7 +39,7 @@ from jax.sharding import Mesh
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int, is_concrete
 from jaxcam._chunking import chunk_size as _chunk_size
-from jaxcam._chunking import chunked_map, per_axis
+from jaxcam._chunking import DEFAULT_CHUNKS, chunked_map, per_axis
 from jaxcam._devices import method_mesh
 from jaxcam.targets._links import check_link
 from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, check_key
@@ -51,8 +51,8 @@ from jaxcam.targets._objective import Objective, resolve
 Array = jax.Array
 SCORE_CAM_VARIANTS = ("paper", "pytorch-grad-cam", "torchcam")
 MODES = ("plain", "noisy", "integrated")
-MASK_CHUNK = 16          # masked images through the network at a time, by default
-ABLATION_CHUNK = 32      # ablated copies of A through the head at a time, by default
+MASK_CHUNK = DEFAULT_CHUNKS["masks"]         # masked images through the network at a time
+ABLATION_CHUNK = DEFAULT_CHUNKS["channels"]  # ablated copies of A through the head at a time
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,6 +23,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from jaxcam._chunking import DEFAULT_CHUNKS
 from jaxcam.methods._explain import explain
 from jaxcam.targets._links import LINKS
 
@@ -31,11 +32,13 @@ NEEDS = ("key", "guided", "gap_linear_head")
 RETURNS = ("map", "input_gradients")
 # what a chunked axis holds, and its default chunk (a method's ``chunk_size``)
 CHUNK_AXES = {
-    "directions": "activations the exact engines differentiate together (default 256)",
+    "directions": "activations the exact engines differentiate together (default "
+                  f"{DEFAULT_CHUNKS['directions']})",
     "samples": "noisy copies of the input (default: near-equal chunks of at most 8 per "
                "device, rounded up to a multiple of the device count)",
-    "masks": "masked inputs through the whole network (default 16)",
-    "channels": "ablated copies of the activations through the head (default 32)",
+    "masks": f"masked inputs through the whole network (default {DEFAULT_CHUNKS['masks']})",
+    "channels": "ablated copies of the activations through the head (default "
+                f"{DEFAULT_CHUNKS['channels']})",
 }
 # the options every map method takes (:func:`jaxcam.methods._explain.explain`), with their defaults
 SHARED_OPTIONS = {"layers": None, "fuse": "mean", "aug_smooth": False, "augmentations": None,
