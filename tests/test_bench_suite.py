@@ -172,3 +172,29 @@ def test_parts_append_to_one_document_and_rebuild_the_results(document, tmp_path
     assert "not run yet: part 3 of 3" in text and "`cmd 2'`" in text
     assert "pytorch_grad_cam over jaxcam" in text
     assert not list(tmp_path.glob(".*.tmp"))                  # no temporary left behind
+
+
+def test_eigen_maps_differ_from_pytorch_grad_cams_by_the_sign_alone():
+    """benchmarks/eigen_sign.py: with pytorch-grad-cam's principal component flipped by
+    jaxcam's sign rule, every image's Eigen-CAM and Eigen-Grad-CAM map agrees with
+    jaxcam's (the suite's agreement column compares them as they are)."""
+    from benchmarks import eigen_sign
+
+    rows = eigen_sign.run("resnet18", "layer4", 224, 2)          # 7 x 7 maps
+    assert set(rows) == {"eigen_cam", "eigen_grad_cam"}
+    for as_is, signed in rows.values():
+        assert len(as_is) == len(signed) == 2
+        assert min(signed) > 0.999, signed
+        for before, after in zip(as_is, signed):     # a map either agrees or is flipped
+            assert before > 0.999 or before < 0, as_is
+
+
+def test_the_peers_run_only_at_the_layer_they_hook():
+    """The PyTorch references hook layer4: a case at another layer has no peer rows (its
+    maps would be another layer's), and eigen_sign says so."""
+    from benchmarks import eigen_sign
+
+    assert suite.Setup("resnet18", "layer3", 32).torch_model is None
+    assert suite.Setup("resnet18", "layer4", 32).torch_model is not None
+    with pytest.raises(ValueError, match="layer4"):
+        eigen_sign.run("resnet18", "layer3", 32, 1)

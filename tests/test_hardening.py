@@ -10,7 +10,6 @@ memory (traced allocations, NumPy's included) for any file under 2 MB.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import struct
 import subprocess
@@ -391,28 +390,7 @@ def test_convert_refuses_to_overwrite_its_checkpoint(tmp_path):
         assert source.read_bytes() == b"original bytes"
 
 
-# --- 12: the compilation cache, and a layer given twice
-
-def test_a_compilation_cache_others_can_write_is_refused(tmp_path):
-    from jaxcam.cli import _private_folder
-
-    fresh = tmp_path / "new" / "xla"
-    _private_folder(fresh)
-    assert fresh.stat().st_mode & 0o777 == 0o700
-    shared = tmp_path / "shared" / "xla"
-    shared.mkdir(parents=True)
-    shared.chmod(0o777)
-    with pytest.raises(ValueError, match="writable by other users.*--no-compile-cache"):
-        _private_folder(shared)
-
-
-def test_a_layer_given_twice_is_refused():
-    from jaxcam.cli import _layer_names
-
-    assert _layer_names("resnet18", "layer3, layer4") == ["layer3", "layer4"]
-    with pytest.raises(ValueError, match="--layer names layer4 more than once"):
-        _layer_names("resnet18", "layer4,layer3,layer4")
-
+# --- 12: the compilation cache, and a layer given twice: tests/internal/test_cli_internals.py
 
 # --- end to end: the command line on a folder with its output inside
 

@@ -13,9 +13,10 @@ the suites and the peers, :mod:`.parts` for the full suite in parts.
 from jaxcam.bench.cases import SUITES, Case, Peer, case_peers, peer_kwargs, peers
 from jaxcam.bench.command import main
 from jaxcam.bench.parts import add_part, split_parts, write_results
-from jaxcam.bench.suite import (ENVIRONMENT_KEYS, ROW_KEYS, SCHEMA_VERSION, environment,
-                                markdown, run, validate)
+from jaxcam.bench.suite import (ENVIRONMENT_KEYS, ROW_KEYS, SCHEMA_VERSION, Setup, agreement,
+                                environment, jaxcam_call, markdown, peer_call, run, validate)
 
 __all__ = ["Case", "ENVIRONMENT_KEYS", "Peer", "ROW_KEYS", "SCHEMA_VERSION", "SUITES",
-           "add_part", "case_peers", "environment", "main", "markdown", "peer_kwargs",
-           "peers", "run", "split_parts", "validate", "write_results"]
+           "Setup", "add_part", "agreement", "case_peers", "environment", "jaxcam_call",
+           "main", "markdown", "peer_call", "peer_kwargs", "peers", "run", "split_parts",
+           "validate", "write_results"]

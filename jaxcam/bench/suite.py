@@ -141,8 +141,9 @@ def _time(fns: dict, repeats: int) -> dict:
     return out
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over images of the Pearson correlation of two batches of maps (B, H, W)."""
+def agreement(a: np.ndarray, b: np.ndarray, per_image: bool = False) -> float | list[float]:
+    """The Pearson correlation of two batches of maps (B, H, W), ``b`` resized to ``a``'s
+    size where they differ: its mean over the images, or each image's (``per_image``)."""
     import cv2
 
     values = []
@@ -155,21 +156,24 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
         den = np.linalg.norm(x) * np.linalg.norm(y)
         values.append(float(np.clip(x @ y / den, -1.0, 1.0)) if den > 0
                       else float(np.allclose(x, y)))
-    return float(np.mean(values))
+    return values if per_image else float(np.mean(values))
 
 
 # --- the libraries
 
 class Setup:
-    """One model at one input size: jaxcam's split and, when torch is importable, the
-    PyTorch reference carrying the same weights."""
+    """One model at one input size: jaxcam's split and, when torch is importable and the
+    layer is the one the peers hook (``TORCH_MODELS``: ResNets' ``layer4``), the PyTorch
+    reference carrying the same weights; otherwise ``torch_model`` is None and the case
+    has no peer rows."""
 
     def __init__(self, model: str, layer: str, size: int, seed: int = 0):
         import jaxcam
 
         self.model, self.layer, self.size = model, layer, size
         self.torch_model = self.torch_layer = self.torchcam_layer = None
-        if model in TORCH_MODELS and _optional("torch") is not None:
+        if model in TORCH_MODELS and layer == TORCH_MODELS[model][2] \
+                and _optional("torch") is not None:
             import torch
 
             from jaxcam.bench import torch_models as reference
@@ -202,6 +206,8 @@ def _optional(name: str):
 
 
 def jaxcam_call(setup: Setup, case: Case, x, classes):
+    """A call of jaxcam's method of the case on ``setup``'s split, jit-compiled: a function
+    of no arguments returning the maps (B, H, W), ready."""
     import jax
 
     import jaxcam
@@ -297,7 +303,7 @@ def run_case(setup: Setup, case: Case, repeats: int, peers: bool = True) -> list
                      "images_per_s": case.batch_size / theirs["median_s"],
                      "baseline": {"kind": "jaxcam", "seconds": mine["median_s"],
                                   "ratio": theirs["median_s"] / mine["median_s"]},
-                     "agreement": _correlation(maps, np.asarray(out))})
+                     "agreement": agreement(maps, np.asarray(out))})
     return rows
 
 

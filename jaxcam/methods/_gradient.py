@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from collections.abc import Callable
 
 import jax
@@ -211,25 +210,6 @@ def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual
                              neurons=neurons, upsample=upsample, normalize=normalize)
 
 
-_WARNED_ZERO_CURVATURE: set = set()
-
-
-def _warn_zero_curvature(split, objective, link, derivatives) -> None:
-    if not (derivatives == "exact" and link == "logit" and objective.by_class
-            and split.piecewise_linear_head):
-        return
-    key = (split.layer, link)
-    if key not in _WARNED_ZERO_CURVATURE:
-        _WARNED_ZERO_CURVATURE.add(key)
-        warnings.warn(
-            "exact Grad-CAM++ with link='logit' on a piecewise-linear head: the logit "
-            "is linear in the activations almost everywhere, so D2 = D3 = 0, eq. 10 is "
-            "0/0 and the maps are zero. The exact form is meaningful with link='exp' "
-            "(equal to the closed form there), link='softmax' or 'log_softmax', or a "
-            "smooth head (jaxcam.models.load(..., activation='gelu')).",
-            UserWarning, stacklevel=5)
-
-
 _GRAD_CAM_PP_HELP = {
     "link": '"exp" (the paper: Y = exp(S)), "softmax", "log_softmax" or "logit".',
     "variant": 'whose alpha (:func:`jaxcam.weighting.grad_cam_pp_alphas`): "paper" (eq. 10; '
@@ -289,7 +269,6 @@ def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: 
         chunk_size=per_axis(chunk_size, ("directions",))["directions"],
         counterfactual=counterfactual, channels=channels, neurons=neurons, upsample=upsample,
         normalize=normalize)
-    _warn_zero_curvature(split, built.program.measure.objective, link, derivatives)
     return built
 
 

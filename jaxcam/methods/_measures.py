@@ -8,6 +8,7 @@ Grad-CAM++ is Grad-CAM++ with its evidence smoothed).
 
 from __future__ import annotations
 
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +49,8 @@ class HeadDerivatives:
                 return head_vjp(self.objective.gradient(logits, classes))[0]
 
             return jax.jvp(grad, (a,), (a,))
+        if self.derivatives == "exact":
+            _warn_if_no_curvature(split, self.objective)
         return cam_derivatives(split, a, self.objective, classes, order=self.order,
                                derivatives=self.derivatives, engine=self.engine,
                                chunk_size=self.chunk_size)
@@ -55,6 +58,20 @@ class HeadDerivatives:
     def __call__(self, split: Split, x: Array, classes: Array, key=None) -> Evidence:
         a = split.activations(x)
         return Evidence(a, self.at(split.given(x), a, classes))
+
+
+def _warn_if_no_curvature(split: Split, objective: Objective) -> None:
+    """Exact derivatives of a class logit through a piecewise-linear head are D2 = D3 = 0.
+    Called while the program is traced, so it warns once per compiled program (and
+    Python's default filter shows it once per session)."""
+    if objective.link == "logit" and objective.by_class and split.piecewise_linear_head:
+        warnings.warn(
+            "exact Grad-CAM++ with link='logit' on a piecewise-linear head: the logit "
+            "is linear in the activations almost everywhere, so D2 = D3 = 0, eq. 10 is "
+            "0/0 and the maps are zero. The exact form is meaningful with link='exp' "
+            "(equal to the closed form there), link='softmax' or 'log_softmax', or a "
+            "smooth head (jaxcam.models.load(..., activation='gelu')).",
+            UserWarning, stacklevel=2)
 
 
 @struct.dataclass
