@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
-# jaxcam's Lite0 transform (jaxcam._preprocess.TF_LITE)
+# jaxcam's Lite0 transform (jaxcam.viz._preprocess.TF_LITE)
 SIZE, RESIZE, MEAN, STD = 224, 256, 127.0, 128.0
 LAYER = "_swish"  # jaxcam.models.info("efficientnet_lite0").default_layer
 

@@ -13,12 +13,14 @@ localisation (pointing games).
 """
 
 # the method families declare their methods, in the registry's order
-from jaxcam.methods import _gradient, _perturbation, _guided  # noqa: F401, I001
+from jaxcam.methods import _gradient, _smoothing, _eigen, _finer  # noqa: F401, I001
+from jaxcam.methods import _perturbation, _guided  # noqa: F401, I001
 from jaxcam import batch as batch
 from jaxcam import chunking as chunking
 from jaxcam import derivatives as derivatives
 from jaxcam import metrics as metrics
 from jaxcam import models as models
+from jaxcam import splitting as splitting
 from jaxcam import targets as targets
 from jaxcam import viz as viz
 from jaxcam import weighting as weighting
@@ -26,17 +28,17 @@ from jaxcam._compare import DerivativeComparison as DerivativeComparison
 from jaxcam._compare import compare_derivatives as compare_derivatives
 from jaxcam._compare import compare_maps as compare_maps
 from jaxcam.derivatives._engines import pure_derivatives as pure_derivatives
-from jaxcam._devices import data_mesh as data_mesh
-from jaxcam._devices import padded_size as padded_size
-from jaxcam._devices import place as place
-from jaxcam._devices import shard_batch as shard_batch
+from jaxcam.splitting import data_mesh as data_mesh
+from jaxcam.splitting import padded_size as padded_size
+from jaxcam.splitting import place as place
+from jaxcam.splitting import shard_batch as shard_batch
 from jaxcam.methods._explain import Augment as Augment
 from jaxcam.methods._explain import augmentations as augmentations
 from jaxcam.targets._links import LINKS as LINKS
 from jaxcam.targets._links import Link as Link
 from jaxcam.targets._links import links_table as links_table
-from jaxcam._preprocess import Preprocess as Preprocess
-from jaxcam.methods._gradient import smoothed as smoothed
+from jaxcam.viz._preprocess import Preprocess as Preprocess
+from jaxcam.methods._smoothing import smoothed as smoothed
 from jaxcam.methods._registry import MethodInfo as MethodInfo
 from jaxcam.methods._registry import Option as Option
 from jaxcam.methods._registry import available_methods as available_methods
@@ -44,9 +46,9 @@ from jaxcam.methods._registry import method_info as method_info
 from jaxcam.methods._registry import method_table as method_table
 from jaxcam.methods._registry import options_table as options_table
 from jaxcam.methods._registry import register_method as register_method
-from jaxcam._modules import split_module as split_module
-from jaxcam._split import Split as Split
-from jaxcam._split import TokenGrid as TokenGrid
+from jaxcam.splitting import split_module as split_module
+from jaxcam.splitting import Split as Split
+from jaxcam.splitting import TokenGrid as TokenGrid
 from jaxcam.models._layers import guided_relu as guided_relu
 
 __version__ = "0.1.0"
@@ -58,7 +60,7 @@ _API = ["Augment", "DerivativeComparison", "LINKS", "Link", "MethodInfo", "Optio
         "derivatives", "guided_relu", "links_table", "method_info", "method_table",
         "metrics", "models", "options_table", "padded_size", "place",
         "pure_derivatives", "register_method", "shard_batch", "smoothed",
-        "split_module", "targets", "viz", "weighting"]
+        "split_module", "splitting", "targets", "viz", "weighting"]
 
 
 def __getattr__(name: str):

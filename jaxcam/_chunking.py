@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcam._checks import check_positive_int
-from jaxcam._devices import AXIS
+from jaxcam.splitting._devices import AXIS
 
 Array = jax.Array
 # the default chunk of each chunked axis that has a fixed one: the one place for them

@@ -12,7 +12,7 @@ from jaxcam.derivatives._kinks import kink_shares
 from jaxcam.methods._measures import HeadDerivatives
 from jaxcam.methods._gradient import GradCAMPPMap, build_grad_cam_pp
 from jaxcam.methods._pipeline import check_inputs, run
-from jaxcam._split import Split
+from jaxcam.splitting._split import Split
 
 Array = jax.Array
 

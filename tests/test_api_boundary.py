@@ -161,7 +161,7 @@ SMOOTH = dict(n_samples=3, noise=0.2, upsample=False, normalize=False)  # one co
 
 
 def test_integral_options_of_numpy_types_are_accepted(tiny_split, tiny_x):
-    from jaxcam.methods._gradient import build_grad_cam_pp
+    build_grad_cam_pp = jaxcam.method_info("grad_cam_pp").build
 
     plain = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, 2, key=KEY, **SMOOTH)
     numpy = jaxcam.smooth_grad_cam_pp(tiny_split, tiny_x, np.int64(2), key=KEY,

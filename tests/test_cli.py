@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from jaxcam import _io
+from jaxcam import viz
+
 
 ASSETS = Path(__file__).resolve().parents[1] / "jaxcam" / "assets"
 
@@ -100,11 +101,11 @@ def test_all_or_none_puts_back_what_it_replaced(tmp_path):
     # the folder in the way is met at the last rename: the first two files are in place by
     # then and must be undone (the old one restored, the new one and its folder removed)
     with pytest.raises(IsADirectoryError, match="cannot write .*blocked"):
-        _io.atomic_write_all({old: b"after", tmp_path / "new" / "a.bin": b"1",
+        viz.write_all({old: b"after", tmp_path / "new" / "a.bin": b"1",
                               tmp_path / "blocked": b"2"})
     assert old.read_text() == "before"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "old.txt"]
-    assert _io.atomic_write_all({old: b"after", tmp_path / "new" / "a.bin": b"1"}) == [
+    assert viz.write_all({old: b"after", tmp_path / "new" / "a.bin": b"1"}) == [
         old, tmp_path / "new" / "a.bin"]
     assert old.read_text() == "after" and (tmp_path / "new" / "a.bin").read_bytes() == b"1"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.bin", "blocked", "new",
@@ -118,8 +119,7 @@ def test_written_files_respect_the_umask(tmp_path, umask):
         os.umask({umask:#o})
         import numpy as np
         from jaxcam import viz
-        from jaxcam._io import atomic_write
-        atomic_write("a.msgpack", b"x")
+        viz.write_text("a.msgpack", "x")
         viz.write_png("b.png", np.zeros((2, 2, 3), np.uint8))
         viz.write_all({{"c.json": "{{}}", "d.png": np.zeros((2, 2, 3), np.uint8)}})
         """)

@@ -23,11 +23,10 @@ import numpy as np
 import pytest
 from test_reader_files import checkpoint, dump, p_dict, p_tensor
 
+import jaxcam
 from jaxcam import batch, targets, viz
-from jaxcam._batch import _load
-from jaxcam._io import ImageError, image_header
+from jaxcam.viz import ImageError, image_header
 from pretrained_ports import CheckpointError, read_checkpoint
-from pretrained_ports._atomic import atomic_write, remove_temporaries
 
 MB = 1 << 20
 SECONDS = 1.0
@@ -161,23 +160,7 @@ def test_strips_outside_the_file_are_refused_without_wrapping():
 
 # --- 2: a per-photo failure is that photo's record
 
-def test_an_unexpected_error_of_one_photo_is_its_record(tmp_path, monkeypatch):
-    good = tmp_path / "good.png"
-    cv2.imwrite(str(good), np.zeros((8, 8, 3), np.uint8))
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(good.read_bytes())
-    real = viz.read_image
-
-    def read(path, **kw):
-        if Path(path).name == "bad.png":
-            raise IndexError("tuple index out of range")
-        return real(path, **kw)
-
-    monkeypatch.setattr(viz, "read_image", read)
-    loaded = _load(batch.find_images([tmp_path]), lambda im: im)
-    errors = {item.photo.name: item.error for item in loaded}
-    assert errors["good"] is None
-    assert "bad.png" in errors["bad"] and "IndexError" in errors["bad"]
+# (tests/internal/test_batch_internals.py: photos are read one by one)
 
 
 # --- 3: files are not read whole before their first bytes are checked
@@ -292,23 +275,6 @@ def test_an_unwritable_folder_is_refused_up_front(tmp_path):
             pass
 
 
-def test_leftover_temporaries_are_removed_and_errors_name_the_target(tmp_path):
-    out = tmp_path / "o"
-    (out / "sub").mkdir(parents=True)
-    left = [out / ".a.png.0123456789ab.tmp", out / "sub" / ".b.npy.ba9876543210.old"]
-    keep = [out / ".hidden", out / "a.png", out / ".a.png.tmp"]
-    for p in left + keep:
-        p.write_bytes(b"x")
-    with batch.OutputFolder(out, OPTIONS, resume=True):
-        pass
-    assert not any(p.exists() for p in left) and all(p.exists() for p in keep)
-    assert remove_temporaries(out) == []
-    (tmp_path / "blocker").write_text("a file, not a folder")
-    with pytest.raises(OSError, match=r"cannot write .*blocker.x\.png") as info:
-        atomic_write(tmp_path / "blocker" / "x.png", b"data")
-    assert ".tmp" not in str(info.value)
-
-
 # --- 7: integers in checkpoints
 
 def _ckpt(tmp_path, body: bytes, fmt: str = "zip") -> Path:
@@ -401,7 +367,7 @@ def _jaxcam(*args, cwd):
 
 @pytest.mark.slow
 def test_explain_in_place_resumes_without_repeating_or_mixing_options(tmp_path):
-    coffee = cv2.imread(str(Path(viz.__file__).parent / "assets" / "coffee.png"))
+    coffee = cv2.imread(str(Path(jaxcam.__file__).parent / "assets" / "coffee.png"))
     cv2.imwrite(str(tmp_path / "a.png"), cv2.resize(coffee, (64, 48)))
     cv2.imwrite(str(tmp_path / "b.jpg"), cv2.resize(coffee, (48, 64)))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)

@@ -42,22 +42,6 @@ def test_default_layer_is_listed(name):
     assert models.default_layer(name) in models.layers(name)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vgg16", "efficientnet_lite0"])
-def test_the_last_listed_layer_outputs_a_spatial_map(name):
-    """Up to the last listed layer the output is a map (B, h, w, K); one stage further it
-    is not (shapes only: nothing is computed)."""
-    from jaxcam.models._layers import stage_index
-
-    net, stages = models.info(name).net, models.info(name).stages
-    last = stage_index(stages, models.layers(name)[-1]) + 1  # stages [0, last) are listed
-    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
-    shape = lambda stop: jax.eval_shape(  # noqa: E731
-        lambda v, x: net.apply(v, x, 0, stop), models.variable_shapes(name), x).shape
-    assert len(shape(last)) == 4 and min(shape(last)) >= 1
-    after = shape(last + 1)
-    assert len(after) == 2 or after[1:3] == (1, 1), (stages[last].name, after)
-
-
 def test_layers_are_in_forward_order():
     names = models.layers("resnet50")
     assert names[:4] == ["conv1", "bn1", "relu", "maxpool"]
@@ -196,29 +180,3 @@ def test_real_lite0_weights_classify_the_photos(assets):
     assert top1[1] == 967
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding", [
-    (9, 3, 1, "SAME"), (10, 3, 2, "SAME"), (11, 5, 2, "SAME"), (8, 5, 1, "VALID"),
-    (7, 3, 2, ((1, 1), (1, 1)))])
-def test_depthwise_taps_equal_the_grouped_convolution(size, kernel, stride, padding):
-    from jaxcam.models._layers import depthwise
-
-    kx, kk, kt = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (2, size, size, 6))
-    k = jax.random.normal(kk, (kernel, kernel, 1, 6))
-
-    def grouped(x):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            feature_group_count=6)
-
-    def taps(x):
-        return depthwise(x, k, stride, padding)
-
-    np.testing.assert_allclose(taps(x), grouped(x), rtol=1e-5, atol=1e-5)
-    # and its derivatives (what the CAM methods take through a Lite0 head)
-    t = jax.random.normal(kt, x.shape)
-    np.testing.assert_allclose(jax.jvp(taps, (x,), (t,))[1], jax.jvp(grouped, (x,), (t,))[1],
-                               rtol=1e-5, atol=1e-5)
-    ct = jnp.ones_like(grouped(x))
-    np.testing.assert_allclose(jax.vjp(taps, x)[1](ct)[0], jax.vjp(grouped, x)[1](ct)[0],
-                               rtol=1e-5, atol=1e-5)

@@ -61,3 +61,21 @@ def test_scoring_maps_section_runs():
     assert np.isfinite(float(ns["road"][0]))
     assert float(ns["hit"][0]) == 1.0
     assert 0.0 <= float(ns["drop"][0]) <= 1.0
+
+
+def test_the_package_section_names_every_module():
+    """"The package" lists every module and folder of jaxcam/ and pretrained_ports/ (a
+    folder by itself, a module of the top level by its file), and nothing that is gone."""
+    root = README.parent
+    text = README.read_text()
+    section = text[text.index("## The package\n"):text.index("\n## ", text.index("## The package\n") + 1)]
+    listed = set(re.findall(r"^\| `([^|]+)` \|", section, flags=re.M))
+    named = {p.strip().strip("`") for row in listed for p in row.split("`, `")}
+    for path in named:
+        assert (root / path).exists(), f"README lists {path}, which does not exist"
+    present = {"pretrained_ports/"}
+    for entry in (root / "jaxcam").iterdir():
+        if entry.name == "__pycache__":
+            continue
+        present.add(f"jaxcam/{entry.name}/" if entry.is_dir() else f"jaxcam/{entry.name}")
+    assert present == named, (present - named, named - present)

@@ -86,28 +86,6 @@ def test_load_without_trained_weights_names_the_command(cache):
         models.train_shapes("shapes-tanh")
 
 
-def test_folded_batch_norm_equals_the_normalised_network():
-    """The zoo network with folded convolutions against the training network (batch
-    normalisation with running statistics), on random statistics far from 0 and 1."""
-    from jaxcam.models._training import _TrainNet, fold_batch_norm
-
-    net = _TrainNet("gelu", 6)
-    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    variables = jax.tree_util.tree_map(np.asarray, net.init(jax.random.key(1), x, False))
-    rng = np.random.default_rng(0)
-    for name, stats in variables["batch_stats"].items():
-        stats["mean"] = rng.normal(0, 0.3, stats["mean"].shape).astype(np.float32)
-        stats["var"] = rng.uniform(0.2, 3, stats["var"].shape).astype(np.float32)
-        variables["params"][name]["scale"] = rng.uniform(0.5, 2, stats["var"].shape).astype(
-            np.float32)
-        variables["params"][name]["bias"] = rng.normal(0, 0.3, stats["var"].shape).astype(
-            np.float32)
-    want = net.apply(variables, x, False)
-    split = models.load("shapes-smooth", weights=fold_batch_norm(variables), layer="act2")
-    got = split.head(split.variables, split.features(split.variables, x))
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-
-
 def test_splits_know_their_head_and_grad_cam_runs(quick_relu):
     relu = models.load("shapes-relu", weights=str(quick_relu.path))
     smooth = models.load("shapes-smooth", weights="random", layer="act4")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcam import _weighting as W
+from jaxcam import weighting as W
 
 
 def _hw(*rows):

@@ -33,7 +33,7 @@ from jaxcam.targets import _links as L
 from jaxcam.derivatives import _twofloat as TF
 from jaxcam.targets._objective import Objective, resolve_for
 from jaxcam._chunking import DEFAULT_CHUNKS, chunked_map, chunked_sum
-from jaxcam._split import vmap_examples
+from jaxcam.splitting._split import vmap_examples
 from jaxcam.derivatives._taylor import basis_derivatives
 
 Array = jax.Array

@@ -31,7 +31,7 @@ from flax import struct
 from jaxcam import _weighting as W
 from jaxcam._checks import check_choice
 from jaxcam.methods._pipeline import Program, check_inputs, run_on
-from jaxcam._split import Split
+from jaxcam.splitting._split import Split
 from jaxcam.targets._objective import Objective
 
 Array = jax.Array

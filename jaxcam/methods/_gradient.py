@@ -1,6 +1,7 @@
-"""The gradient family: CAM, Grad-CAM, Grad-CAM++ (closed form and exact), Smooth
-Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, the element-wise and eigen forms, ShapleyCAM,
-FinerCAM, and noise smoothing of any of them.
+"""The gradient family: CAM, Grad-CAM, Grad-CAM++ (closed form and exact), XGrad-CAM,
+LayerCAM, HiResCAM, the element-wise form and ShapleyCAM. Noise smoothing (Smooth
+Grad-CAM++ and :func:`jaxcam.smoothed`), the eigen forms and FinerCAM build on them
+(:mod:`._smoothing`, :mod:`._eigen`, :mod:`._finer`).
 
 Each method is one builder declared with :func:`jaxcam.register_method`, from which
 ``jaxcam.<name>(split, x, target=None, *, options) -> maps`` is derived. It runs as ONE
@@ -20,27 +21,17 @@ arguments, so changing them never recompiles; modes, orders and chunk sizes are 
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from collections.abc import Callable
-
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from jaxcam import _weighting as W
-from jaxcam._checks import check_choice, check_number, check_positive_int
-from jaxcam._chunking import chunk_size as _chunk_size
+from jaxcam._checks import check_choice, check_number
 from jaxcam._chunking import per_axis
-from jaxcam._devices import method_mesh
 from jaxcam.derivatives._engines import DERIVATIVES, ENGINES
-from jaxcam.methods._explain import explain
-from jaxcam.methods._measures import Activations, HeadDerivatives, NoiseSmoothed
-from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, check_key, selection
-from jaxcam.methods._registry import MethodInfo, available_methods, method_info, register_method
-from jaxcam._split import Split, split_shapes
-from jaxcam.targets._objective import Contrast, resolve
+from jaxcam.methods._measures import Activations, HeadDerivatives
+from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, selection
+from jaxcam.methods._registry import register_method
+from jaxcam.targets._objective import resolve
 
 Array = jax.Array
 
@@ -83,20 +74,6 @@ class GradCAMPPMap:
 
 
 @struct.dataclass
-class TorchcamSmoothMap:
-    """torch-cam 0.5.0's SmoothGradCAMpp: alpha from the mixed-index denominator on the
-    clean A and the averaged g^2, g^3 (:func:`jaxcam.weighting.mixed_index_alphas`);
-    ReLU(g) and the map's A from the LAST noisy copy."""
-
-    eps: Array | float = 0.0
-    order = 3
-
-    def __call__(self, ev: Evidence) -> Array:
-        alpha = W.mixed_index_alphas(ev.a, ev.derivs[1], ev.derivs[2], eps=self.eps)
-        return W.channel_weighted(ev.last.a, W.pixel_weighted_sum(alpha, ev.last.derivs[0]))
-
-
-@struct.dataclass
 class XGradCAMMap:
     """w_k A^k with w_k = sum_ij (A^k_ij / (sum_ab A^k_ab + eps)) D1 (XGrad-CAM)."""
 
@@ -126,16 +103,6 @@ class ElementwiseMap:
 
 
 @struct.dataclass
-class ActivationsMap:
-    """The activations themselves (Eigen-CAM projects them)."""
-
-    order = 0
-
-    def __call__(self, ev: Evidence) -> Array:
-        return ev.a
-
-
-@struct.dataclass
 class ShapleyCAMMap:
     """w_k A^k with w_k = (1/Z) sum_ij (g - H A / 2) (ShapleyCAM); derivs = (g, H A)."""
 
@@ -148,7 +115,7 @@ class ShapleyCAMMap:
 # --- the methods: each a builder, checked options -> Built (the program and its traced
 # arguments), declared once with register_method; jaxcam.<name> is derived from it.
 
-def _gradient_program(split, x, target, to_map, *, link: str, derivatives: str = "approx",
+def gradient_program(split, x, target, to_map, *, link: str, derivatives: str = "approx",
                       engine: str = "auto", chunk_size: int | None = None,
                       counterfactual: bool = False, channels=None, neurons=None,
                       rectify: bool = True, upsample: bool = True, normalize: bool = True,
@@ -184,7 +151,7 @@ def build_cam(split, x, target=None, *, channels=None, neurons=None, upsample: b
             f"after layer {split.layer!r} is not (or is not declared so: "
             "Split(gap_linear_head=True)). Split a ResNet at 'layer4' or EfficientNet-Lite0 "
             "at '_swish', or use grad_cam, which works for any head.")
-    return _gradient_program(split, x, target, CAMMap(), link="logit", channels=channels,
+    return gradient_program(split, x, target, CAMMap(), link="logit", channels=channels,
                              neurons=neurons, rectify=False, upsample=upsample,
                              normalize=normalize)
 
@@ -205,12 +172,12 @@ def build_grad_cam(split, x, target=None, *, link: str = "logit", counterfactual
         split = jaxcam.models.load("efficientnet_lite0")
         maps = jaxcam.grad_cam(split, x, target=282)
     """
-    return _gradient_program(split, x, target, GradCAMMap(), link=link,
+    return gradient_program(split, x, target, GradCAMMap(), link=link,
                              counterfactual=counterfactual, channels=channels,
                              neurons=neurons, upsample=upsample, normalize=normalize)
 
 
-_GRAD_CAM_PP_HELP = {
+GRAD_CAM_PP_HELP = {
     "link": '"exp" (the paper: Y = exp(S)), "softmax", "log_softmax" or "logit".',
     "variant": 'whose alpha (:func:`jaxcam.weighting.grad_cam_pp_alphas`): "paper" (eq. 10; '
                "pytorch-grad-cam 1.5.7 with ``eps=1e-6``), \"torchcam\" (what torch-cam "
@@ -225,7 +192,7 @@ _GRAD_CAM_PP_HELP = {
                  reference="Chattopadhyay et al., WACV 2018",
                  summary="pixel-weighted gradients, alpha from D2, D3: closed form or exact",
                  peers=("pytorch-grad-cam GradCAMPlusPlus", "torch-cam GradCAMpp"),
-                 help=_GRAD_CAM_PP_HELP)
+                 help=GRAD_CAM_PP_HELP)
 def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: str = "approx",
                       engine: str = "auto", chunk_size: int | dict | None = None,
                       variant: str = "paper", counterfactual: bool = False, eps: float = 0.0,
@@ -264,107 +231,11 @@ def build_grad_cam_pp(split, x, target=None, *, link: str = "exp", derivatives: 
     """
     check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
     to_map = GradCAMPPMap(check_number("eps", eps), variant)
-    built = _gradient_program(
+    built = gradient_program(
         split, x, target, to_map, link=link, derivatives=derivatives, engine=engine,
         chunk_size=per_axis(chunk_size, ("directions",))["directions"],
         counterfactual=counterfactual, channels=channels, neurons=neurons, upsample=upsample,
         normalize=normalize)
-    return built
-
-
-def build_noise_smoothed(build: Callable, split, x, target=None, *, key, n_samples: int = 25,
-                         noise=0.15, chunk_size=None, devices=None,
-                         equal_weights: bool = False, keep_last: bool = False,
-                         **options) -> Built:
-    """``build``'s program with its head derivatives averaged over noisy copies:
-    ``chunk_size``'s "samples" axis bounds the copies, its others go to ``build``."""
-    key = check_key(key)
-    n = check_positive_int("n_samples", n_samples)
-    noise = check_number("noise", noise)
-    inner = method_info(build).chunks
-    sizes = per_axis(chunk_size, ("samples", *inner))
-    if inner:
-        options["chunk_size"] = {axis: sizes[axis] for axis in inner}
-    built = build(split, x, target, **options)
-    program, classes = built.program, built.classes
-    if not isinstance(program, Program) or not isinstance(program.measure, HeadDerivatives):
-        raise ValueError("noise smoothing averages head derivatives: it applies to gradient "
-                         "methods (grad_cam, grad_cam_pp, ...), not to this one")
-    mesh = method_mesh(devices)
-    measure = NoiseSmoothed(program.measure, noise, n,
-                            _chunk_size(n, sizes["samples"], 1 if mesh is None else mesh.size),
-                            mesh, equal_weights, keep_last)
-    return Built(program.replace(measure=measure), classes, key, mesh)
-
-
-@register_method(kind="gradient", traced=("eps", "noise"), chunks=("samples", "directions"),
-                 reference="Omeiza et al., 2019",
-                 summary="Grad-CAM++ with D1, D2, D3 averaged over noisy copies of the input",
-                 peers=("torch-cam SmoothGradCAMpp",),
-                 help={**_GRAD_CAM_PP_HELP,
-                       "variant": '"paper" or "renormalized" (as :func:`jaxcam.grad_cam_pp`, '
-                                  'on the averages), or "torchcam" (torch-cam 0.5.0\'s '
-                                  "SmoothGradCAMpp, described above)."})
-def build_smooth_grad_cam_pp(split, x, target=None, *, key, n_samples: int = 25,
-                             noise: float = 0.15, link: str = "exp",
-                             derivatives: str = "approx", engine: str = "auto",
-                             chunk_size: int | dict | None = None,
-                             variant: str = "paper", counterfactual: bool = False,
-                             eps: float = 0.0, channels=None, neurons=None,
-                             upsample: bool = True, normalize: bool = True,
-                             devices=None) -> Built:
-    """Smooth Grad-CAM++ (Omeiza et al., 2019, arXiv 1908.01224).
-
-    For n noisy copies x + N(0, sigma^2) with sigma = noise * (max(x) - min(x)) per image
-    (the SmoothGrad convention; the paper's default spread is 0.15), the pure derivatives
-    D1, D2, D3 of the score in the noisy activations are each averaged over the copies,
-    then eq. 10 gives alpha and eq. 5 the weights. With the "exp" link the average keeps
-    the true exp(S) proportions: copy i enters with D_k = exp(S_i) g_i^k (up to one
-    common factor per image, which cancels in alpha), so a copy the noise makes more
-    confident weighs more.
-
-    Which activations enter the sums: the CLEAN image's A, in sum_ab A^k_ab of alpha's
-    denominator and in the map sum_k w_k A^k. The noise smooths the derivatives (the
-    gradient's sensitivity to tiny input changes); the map should show where the features
-    of the actual image are, as in the paper's description.
-
-    ``variant="paper"`` and ``"renormalized"`` apply their alpha (:func:`grad_cam_pp`) to
-    these averages. ``variant="torchcam"`` reproduces torch-cam 0.5.0's SmoothGradCAMpp
-    (with the default closed form and "exp" link, whose D_k at each copy is g^k of the
-    logit): w_k = sum_ij alpha^k_ij ReLU(g_n), alpha = m2 / (2 m2 + sum_ab A_ab m3_ab +
-    eps), with m2, m3 the means of g^2 and g^3 over the noisy passes with equal weights,
-    A in the denominator the clean image's activations (note the mixed indices), and g_n
-    and the map's A those of the LAST noisy pass; pass ``eps=1e-8`` for its constant.
-    torch-cam explains the class its caller names, on every pass; its noise has an
-    absolute standard deviation (0.3, with 4 samples, by default): for one image x,
-    ``noise=std / (x.max() - x.min())`` draws from the same distribution.
-
-    The target class is fixed on the clean image. The noisy copies come from ``key``
-    alone, and each image's from its own values: copy i (1..n) of every image adds
-    sigma * ``jax.random.normal(jax.random.split(key, n)[i - 1], x.shape[1:])``, that
-    image's sigma times one standard-normal draw of one image's shape. So a map depends
-    on its image, target, key and options only (up to float rounding), not on the other
-    images of the batch, its position, ``chunk_size`` or the devices, whatever
-    ``jax_threefry_partitionable`` is set to (the setting changes the draws themselves,
-    as it does for every ``jax.random`` call). The copies go through the network
-    ``chunk_size["samples"]`` at a time with ``vmap``, summed in a ``lax.scan``
-    (:func:`jaxcam.chunking.chunked_sum`), so memory is bounded by the chunk. With
-    ``devices``, the images of each chunk are split across those devices (data parallel
-    over the samples, one all-reduce per chunk); the map is the same as on one device up
-    to float rounding. On a CPU host, start JAX with
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to get N CPU devices.
-    """
-    check_choice("variant", variant, W.GRAD_CAM_PP_VARIANTS)
-    torchcam = variant == "torchcam"
-    built = build_noise_smoothed(
-        build_grad_cam_pp, split, x, target, key=key, n_samples=n_samples, noise=noise,
-        chunk_size=chunk_size, devices=devices, equal_weights=torchcam,
-        keep_last=torchcam, variant=variant, eps=eps, link=link, derivatives=derivatives,
-        engine=engine, counterfactual=counterfactual,
-        channels=channels, neurons=neurons, upsample=upsample, normalize=normalize)
-    if torchcam:
-        to_map = TorchcamSmoothMap(built.program.to_map.eps)
-        built = dataclasses.replace(built, program=built.program.replace(to_map=to_map))
     return built
 
 
@@ -386,13 +257,13 @@ def build_xgrad_cam(split, x, target=None, *, link: str = "logit", eps: float = 
 
         maps = jaxcam.xgrad_cam(split, x, 282)
     """
-    return _gradient_program(split, x, target, XGradCAMMap(check_number("eps", eps)),
+    return gradient_program(split, x, target, XGradCAMMap(check_number("eps", eps)),
                              link=link, counterfactual=counterfactual, channels=channels,
                              neurons=neurons, upsample=upsample, normalize=normalize)
 
 
-def _elementwise(split, x, target, rule: str, reduce: str = "sum", **options) -> Built:
-    return _gradient_program(split, x, target, ElementwiseMap(rule), reduce=reduce, **options)
+def elementwise(split, x, target, rule: str, reduce: str = "sum", **options) -> Built:
+    return gradient_program(split, x, target, ElementwiseMap(rule), reduce=reduce, **options)
 
 
 @register_method(kind="gradient", reference="Jiang et al., IEEE TIP 2021",
@@ -412,7 +283,7 @@ def build_layer_cam(split, x, target=None, *, link: str = "logit", counterfactua
         maps = jaxcam.layer_cam(split, x, 282, layers=["layer2", "layer3", "layer4"],
                                 fuse="layercam")
     """
-    return _elementwise(split, x, target, "layer_cam", link=link, counterfactual=counterfactual,
+    return elementwise(split, x, target, "layer_cam", link=link, counterfactual=counterfactual,
                         channels=channels, neurons=neurons, upsample=upsample,
                         normalize=normalize)
 
@@ -429,7 +300,7 @@ def build_hires_cam(split, x, target=None, *, link: str = "logit", counterfactua
     head that ends in global average pooling and one linear layer the map is exactly the
     class's contribution of every position (so it equals CAM there).
     """
-    return _elementwise(split, x, target, "product", link=link, counterfactual=counterfactual,
+    return elementwise(split, x, target, "product", link=link, counterfactual=counterfactual,
                         channels=channels, neurons=neurons, upsample=upsample,
                         normalize=normalize)
 
@@ -442,40 +313,7 @@ def build_grad_cam_elementwise(split, x, target=None, *, link: str = "logit",
                                upsample: bool = True, normalize: bool = True) -> Built:
     """Grad-CAM element-wise (pytorch-grad-cam 1.5.7's GradCAMElementWise):
     map = ReLU(sum_k ReLU(dY/dA^k_ij A^k_ij)): HiResCAM with each product rectified."""
-    return _elementwise(split, x, target, "rectified", link=link,
-                        counterfactual=counterfactual, channels=channels, neurons=neurons,
-                        upsample=upsample, normalize=normalize)
-
-
-@register_method(kind="activation", reference="Muhammad & Yeasin, IJCNN 2020",
-                 summary="first principal component of A (no gradients, no class)",
-                 peers=("pytorch-grad-cam EigenCAM",))
-def build_eigen_cam(split, x, target=None, *, channels=None, neurons=None, upsample: bool = True,
-                    normalize: bool = True) -> Built:
-    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv 2008.00299): the activations
-    projected on their first principal component, ReLU-ed.
-
-    No gradients and no class: ``target`` is accepted (for a uniform call) and ignored.
-    The projection's sign is fixed so that the component's channel loadings sum to a
-    non-negative value (:func:`jaxcam.weighting.first_component`); pytorch-grad-cam
-    1.5.7's EigenCAM takes whichever sign LAPACK returns, so where the two differ its map
-    is the ReLU of the negated projection. A selection zeroes the other activations
-    before the decomposition.
-    """
-    return _gradient_program(split, x, target, ActivationsMap(), link="logit",
-                             channels=channels, neurons=neurons, upsample=upsample,
-                             normalize=normalize, reduce="eigen")
-
-
-@register_method(kind="gradient", reference="pytorch-grad-cam 1.5.7",
-                 summary="first principal component of dY/dA * A",
-                 peers=("pytorch-grad-cam EigenGradCAM",))
-def build_eigen_grad_cam(split, x, target=None, *, link: str = "logit",
-                         counterfactual: bool = False, channels=None, neurons=None,
-                         upsample: bool = True, normalize: bool = True) -> Built:
-    """EigenGrad-CAM (pytorch-grad-cam 1.5.7): the first principal component of
-    dY/dA ⊙ A, ReLU-ed, with :func:`jaxcam.eigen_cam`'s sign convention."""
-    return _elementwise(split, x, target, "product", reduce="eigen", link=link,
+    return elementwise(split, x, target, "rectified", link=link,
                         counterfactual=counterfactual, channels=channels, neurons=neurons,
                         upsample=upsample, normalize=normalize)
 
@@ -497,127 +335,6 @@ def build_shapley_cam(split, x, target=None, *, link: str = "rest", channels=Non
     (``ClassifierOutputReST``: S_c - CE(S, c) = S_c + log_softmax(S)_c), whose softmax
     part gives the curvature.
     """
-    return _gradient_program(split, x, target, ShapleyCAMMap(), link=link, hvp=True,
+    return gradient_program(split, x, target, ShapleyCAMMap(), link=link, hvp=True,
                              channels=channels, neurons=neurons, upsample=upsample,
                              normalize=normalize)
-
-
-def _a(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
-
-
-def _finer_method(method) -> MethodInfo:
-    """FinerCAM's method: a registered method whose map comes from head derivatives."""
-    info = method_info(method)
-    if info.name == "finer_cam" or info.kind != "gradient":
-        raise ValueError(
-            f"finer_cam runs a gradient method on its contrast score (one whose map comes "
-            f"from the head's derivatives: {', '.join(_gradient_methods('finer_cam'))}); "
-            f"{info.name!r} " + ("is finer_cam itself" if info.name == "finer_cam" else
-                                 f"is {_a(info.kind)} method"))
-    return info
-
-
-@register_method(kind="gradient", traced=("alpha",), reference="Zhang et al., CVPR 2025",
-                 summary="a gradient method on the target contrasted with its nearest classes",
-                 peers=("pytorch-grad-cam FinerCAM",),
-                 help={"target": "None (each image's predicted class), an int or an int "
-                                 "array (B,): the class c.",
-                       "comparisons": "the ranks of the compared classes by logit distance "
-                                      "to c (1 = the most similar; pytorch-grad-cam: 1, 2, 3).",
-                       "alpha": "the weight of the compared classes' logits (1: a pure "
-                                "contrast; 0: c's own logit weighted by the others' "
-                                "probabilities; traced).",
-                       "method": 'the gradient method run on this score ("grad_cam", as '
-                                 'pytorch-grad-cam, or "grad_cam_pp", "layer_cam", ...).'})
-def build_finer_cam(split, x, target=None, *, comparisons=(1, 2, 3), alpha: float = 1.0,
-                    method: str = "grad_cam", **options) -> Built:
-    """FinerCAM (Zhang et al., CVPR 2025, arXiv 2501.11309), as pytorch-grad-cam 1.5.7's
-    FinerCAM: ``method`` explaining the target class against its most similar classes.
-
-    The score is sum_j p_j (S_c - alpha S_j) / (sum_j p_j + 1e-9) (``FinerWeightedTarget``)
-    with p = softmax(S) (differentiated too) and j the classes ranked ``comparisons`` by
-    |S_j - S_c| on the clean image (rank 0 is c itself; ties in the order of the class
-    index). Chosen inside the compiled program, so a new target never recompiles.
-
-    Example::
-
-        maps = jaxcam.finer_cam(split, x, 282, comparisons=(1, 2))
-    """
-    if callable(target):
-        raise ValueError("finer_cam builds its own objective from the target class: pass "
-                         "None, an int or an int array (B,), not a callable")
-    info = _finer_method(method)
-    built = info.build(split, x, target, **options)      # checks the target and logits
-    n = split_shapes(split, x).outputs.shape[-1]
-    ranks = tuple(int(r) for r in np.atleast_1d(comparisons))
-    if not ranks or any(r < 1 or r >= n for r in ranks):
-        raise ValueError(f"comparisons must be ranks 1..{n - 1} of the classes nearest the "
-                         f"target by logit distance (1 = the most similar; 0 is the target "
-                         f"itself); got {comparisons!r}")
-    program = built.program
-    if not isinstance(program.measure, (HeadDerivatives, NoiseSmoothed)):
-        raise ValueError(f"finer_cam needs head derivatives; {info.name!r} has none")
-    measure = program.measure
-    inner = measure.inner if isinstance(measure, NoiseSmoothed) else measure
-    inner = inner.replace(objective=inner.objective.contrasted(ranks))
-    measure = measure.replace(inner=inner) if isinstance(measure, NoiseSmoothed) else inner
-    alpha = jnp.broadcast_to(jnp.asarray(check_number("alpha", alpha, nonneg=False),
-                                         x.dtype), built.classes.shape)
-    return dataclasses.replace(built, program=program.replace(measure=measure),
-                               classes=Contrast(built.classes, alpha))
-
-
-# --- noise smoothing of any gradient method
-
-def _gradient_methods(excluding: str = "") -> list[str]:
-    return [name for name in available_methods()
-            if method_info(name).kind == "gradient" and name != excluding]
-
-
-def smoothed(method: str | Callable) -> Callable:
-    """Noise smoothing of a gradient method: the method with its head derivatives
-    averaged over ``n_samples`` noisy copies of the input (the evidence is averaged, not
-    the maps: D1 for Grad-CAM, D1..D3 for Grad-CAM++, as Smooth Grad-CAM++ does).
-
-    The returned function takes the method's options plus ``key``, ``n_samples``,
-    ``noise``, ``chunk_size`` (its "samples" axis, and the method's own) and ``devices``
-    (:func:`jaxcam.smooth_grad_cam_pp`).
-
-    Example::
-
-        smooth_grad_cam = jaxcam.smoothed("grad_cam")
-        maps = smooth_grad_cam(split, x, 282, key=jax.random.key(0), n_samples=16)
-
-    Raises:
-      ValueError: an unknown method, one that is not gradient-based (no head derivatives
-        to average), or one that already draws noise (it takes a ``key``).
-    """
-    info = method_info(method)
-    smoothable = [n for n in _gradient_methods() if "key" not in method_info(n).needs]
-    if info.name not in smoothable:
-        why = ("already averages over noisy copies (it takes a key)" if "key" in info.needs
-               else f"is {_a(info.kind)} method, with no head derivatives to average")
-        raise ValueError(f"noise smoothing averages head derivatives: it applies to "
-                         f"{', '.join(smoothable)}; {info.name!r} {why}")
-    return noise_smoothed(info.build, info.name)
-
-
-def noise_smoothed(build: Callable, name: str) -> Callable:
-    """The public noise-smoothed form of a gradient method given its builder."""
-
-    @functools.wraps(build)
-    def smoothed(split: Split, x: Array, target=None, *, key: Array, n_samples: int = 25,
-                 noise: float = 0.15, chunk_size=None, devices=None,
-                 **options) -> Array:
-        return explain(functools.partial(build_noise_smoothed, build), split, x, target,
-                       key=key, n_samples=n_samples, noise=noise, chunk_size=chunk_size,
-                       devices=devices, **options)
-
-    smoothed.__name__ = smoothed.__qualname__ = f"smooth_{name}"
-    smoothed.__doc__ = (
-        f"``{name}`` with its head derivatives averaged over ``n_samples`` noisy copies of "
-        "the input (noise smoothing; see :func:`jaxcam.smoothed`).\n\n"
-        f"Options: those of :func:`jaxcam.{name}`, and key, n_samples, noise, "
-        "chunk_size and devices as :func:`jaxcam.smooth_grad_cam_pp`.")
-    return smoothed

@@ -9,7 +9,7 @@ from flax import struct
 from jaxcam.methods._gradient import build_grad_cam
 from jaxcam.methods._pipeline import Built, Program
 from jaxcam.methods._registry import register_method
-from jaxcam._split import Split, check_guided
+from jaxcam.splitting._split import Split, check_guided
 from jaxcam.targets._objective import Objective, resolve
 
 Array = jax.Array

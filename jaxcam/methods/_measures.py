@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from jaxcam._chunking import chunked_sum
 from jaxcam.derivatives._engines import cam_derivatives
 from jaxcam.methods._pipeline import Evidence
-from jaxcam._split import Split
+from jaxcam.splitting._split import Split
 from jaxcam.targets._objective import Objective
 
 Array = jax.Array

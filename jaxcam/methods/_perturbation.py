@@ -40,11 +40,11 @@ from jaxcam import _weighting as W
 from jaxcam._checks import check_choice, check_number, check_positive_int, is_concrete
 from jaxcam._chunking import chunk_size as _chunk_size
 from jaxcam._chunking import DEFAULT_CHUNKS, chunked_map, per_axis
-from jaxcam._devices import method_mesh
+from jaxcam.splitting._devices import method_mesh
 from jaxcam.targets._links import check_link
 from jaxcam.methods._pipeline import Built, Evidence, Finish, Program, check_key
 from jaxcam.methods._registry import register_method
-from jaxcam._split import Split, split_shapes
+from jaxcam.splitting._split import Split, split_shapes
 from jaxcam.targets import Target
 from jaxcam.targets._objective import Objective, resolve
 

@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcam import _weighting as W
 from jaxcam._checks import is_concrete
-from jaxcam._split import Split, split_shapes
+from jaxcam.splitting._split import Split, split_shapes
 
 Array = jax.Array
 

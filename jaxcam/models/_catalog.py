@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcam._preprocess import IMAGENET, TF_LITE, Preprocess
+from jaxcam.viz._preprocess import IMAGENET, TF_LITE, Preprocess
 from jaxcam.models._layers import Stage, StagedNet, spatial_stages, stage_names
 from jaxcam.datasets.shapes import CLASSES as SHAPES_CLASSES
 from jaxcam.models.efficientnet_lite import efficientnet_lite0_stages

@@ -8,9 +8,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from jaxcam._devices import replicate
-from jaxcam._modules import split_module
-from jaxcam._split import Split, TokenGrid
+from jaxcam.splitting._devices import replicate
+from jaxcam.splitting._modules import split_module
+from jaxcam.splitting._split import Split, TokenGrid
 from jaxcam.models._catalog import ModelInfo, _unknown, info, init_variables, layers
 from jaxcam.models._layers import (ACTIVATIONS, PIECEWISE_LINEAR_ACTIVATIONS, GlobalAvgPool,
                                    Linear, StagedNet, stage_index)

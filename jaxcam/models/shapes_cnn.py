@@ -14,7 +14,7 @@ smooth (almost everywhere: the max pool selects) in the other.
 
 from __future__ import annotations
 
-from jaxcam._preprocess import Preprocess
+from jaxcam.viz._preprocess import Preprocess
 from jaxcam.models._layers import Act, Conv, GlobalAvgPool, Linear, MaxPool, Stage, symmetric
 
 SHAPES_MODELS = {"shapes-relu": "relu", "shapes-smooth": "gelu"}   # name: activation

@@ -25,8 +25,8 @@ from typing import Any
 import flax.linen as nn
 from flax import nnx
 
-from jaxcam._devices import replicate
-from jaxcam._split import Split, TokenGrid
+from jaxcam.splitting._devices import replicate
+from jaxcam.splitting._split import Split, TokenGrid
 
 
 def _parse(path) -> tuple[str, ...]:

@@ -1,6 +1,4 @@
-"""Files in and out: writes that land whole or not at all (:mod:`pretrained_ports._atomic`,
-shared with the checkpoint tools), and image headers read (and checked for truncation)
-before any pixel is decoded.
+"""Image headers, read (and checked for truncation) before any pixel is decoded.
 
 An image's header states its size in a few bytes (a 235-byte PNG can declare 40000 x 1
 or 100 MP); :func:`image_header` reads that size, and walks the file's structure to the
@@ -17,10 +15,7 @@ import zlib
 
 import numpy as np
 
-from pretrained_ports._atomic import atomic_write, atomic_write_all
-
-__all__ = ["FORMATS", "ImageError", "ImageHeader", "atomic_write", "atomic_write_all",
-           "image_format", "image_header"]
+__all__ = ["FORMATS", "ImageError", "ImageHeader", "image_format", "image_header"]
 
 
 # --- image headers ---------------------------------------------------------------------

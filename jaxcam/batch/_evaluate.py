@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcam import metrics as M
-from jaxcam._batch import MethodSpec, Photo, _load, _map
+from jaxcam.batch._explain import method_map
+from jaxcam.batch._inputs import MethodSpec, Photo, load_photos
 from jaxcam._checks import check_choice
-from jaxcam._devices import padded_size, shard_batch
+from jaxcam.splitting._devices import padded_size, shard_batch
 
 _SCORES = {    # name -> (predict, x, maps, classes, steps) -> (B,)
     "average_drop": lambda f, x, m, c, steps: M.average_drop(f, x, m, c),
@@ -32,7 +33,11 @@ _SCORES = {    # name -> (predict, x, maps, classes, steps) -> (B,)
     "road_lerf": lambda f, x, m, c, steps: M.road(f, x, m, c, order="lerf"),
     "road_combined": lambda f, x, m, c, steps: M.road_combined(f, x, m, c),
 }
+
+
 METRICS = tuple(_SCORES)
+
+
 DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "deletion", "insertion")
 
 
@@ -56,7 +61,7 @@ def evaluate_step(split, x, classes, key, *, specs: tuple[MethodSpec, ...],
     predict = M.predictor(split)
     scores = []
     for spec in specs:
-        maps = jnp.clip(_map(spec, split, x, targets, key), 0.0, 1.0)
+        maps = jnp.clip(method_map(spec, split, x, targets, key), 0.0, 1.0)
         scores.append(jnp.stack([_SCORES[m](predict, x, maps, targets, steps)
                                  for m in metrics], axis=-1))
     return probs, targets, jnp.stack(scores, axis=1)
@@ -87,7 +92,7 @@ def evaluate_photos(photos: Sequence[Photo], config: EvalConfig) -> Iterator[dic
     given = None if config.classes is None else np.full(size, config.classes, np.int32)
     for start in range(0, len(photos), size):
         t0 = time.perf_counter()
-        loaded = _load(photos[start:start + size], config.split.preprocess)
+        loaded = load_photos(photos[start:start + size], config.split.preprocess)
         good = [item for item in loaded if item.error is None]
         if good:
             x = np.stack([item.x for item in good])
