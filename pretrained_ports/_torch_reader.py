@@ -28,7 +28,7 @@ Every byte is treated as hostile (REFERENCES.md section 6):
 * Globals go through an allow-list; each resolves to a stand-in made fresh for this
   read, slotted and read-only, so no pickle opcode (REDUCE, BUILD, SETITEM, setattr...)
   can alter an object another read will see. torch is never imported.
-* Each pickle is scanned (:func:`_scan_pickle`) before the C unpickler sees it: memo
+* Each pickle is scanned (:func:`scan_pickle`) before the C unpickler sees it: memo
   indices, argument lengths, nesting depth and the memory its objects can take are
   bounded by the stream itself.
 * Every allocation is charged to a byte budget (:class:`_Budget`) before it happens:
@@ -44,13 +44,11 @@ arrays are C-contiguous, writeable and in native byte order.
 from __future__ import annotations
 
 import _compat_pickle
-import collections
 import functools
 import io
 import math
 import os
 import pickle
-import struct
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +60,9 @@ from pretrained_ports._errors import (
     CheckpointTooLargeError,
     UnsafeCheckpointError,
 )
+from pretrained_ports._pickle_scan import U32, U64, ScanError, scan_pickle
+from pretrained_ports._stand_ins import (MAX_INT, BadRecord, Frozen, Kind, Mutation, StorageRef,
+                                        TensorRef, describe, exception_text, stand_ins)
 
 __all__ = ["read_checkpoint"]
 
@@ -72,26 +73,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _MIB = 1 << 20
 _BUDGET_FLOOR = 64 * _MIB
 _BUDGET_FILE_MULTIPLE = 4
-# Deeper nesting is never written by torch.save; the bound keeps CPython's unguarded
-# recursions (hashing nested tuples) far from the C stack limit.
-_MAX_DEPTH = 100
-# Integers from the file are bounded before any arithmetic or formatting touches them:
-# LONG1 / LONG4 payloads of at most 64 bytes and INT / LONG lines of at most 160 digits
-# (the legacy format's magic number takes 10 bytes), then every size, stride, offset and
-# element count below 2**63.
-_MAX_INT_BYTES = 64
-_MAX_INT_LINE = 160
-_MAX_INT = 2**63
-_MAX_NDIM = 32
-# An empty tensor owns no bytes, but numpy still refuses shapes whose nonzero
-# dimensions multiply past its index range.
-_MAX_EMPTY_EXTENT = 1 << 48
-# Upper bound on what one opcode can make the C unpickler allocate (a new dict, set
-# entry, tuple, stack and memo slots), so a pickle's objects can be charged to the
-# budget before it is unpickled. Argument payloads are charged at 4 bytes per byte
-# (the widest str representation).
-_BYTES_PER_OPCODE = 128
-_BYTES_PER_PAYLOAD_BYTE = 4
 # zipfile's memory per central-directory record (a ZipInfo, its name, the name index;
 # measured ~550 bytes) and the smallest such record.
 _ZIP_ENTRY_BYTES = 640
@@ -105,7 +86,7 @@ class _Budget:
     """The bytes one read may still allocate; charged before every allocation.
 
     Charged: records read (or inflated) from the file, the objects each pickle can
-    build (estimated by :func:`_scan_pickle`), and the arrays returned.
+    build (estimated by :func:`scan_pickle`), and the arrays returned.
     """
 
     __slots__ = ("limit", "used", "source")
@@ -133,532 +114,6 @@ def _default_max_bytes(file_size: int) -> int:
     return max(_BUDGET_FILE_MULTIPLE * file_size, _BUDGET_FLOOR)
 
 
-# ------------------------------------------------------------------ pickle pre-scan
-
-# Opcode classes of the scan (``_KINDS[opcode]``); atoms push one value, POPn pop n
-# values and push one, INTOn pop n values into the container below them.
-(_ATOM, _PUT1, _PUT4, _GET1, _GET4, _LEN1, _LEN4, _LEN4S, _LEN8, _MARK, _FROM_MARK,
- _INTO_FROM_MARK, _POP1, _POP2, _POP3, _INTO1, _INTO2, _LINE, _GLOBAL, _INST, _POP,
- _POP_MARK, _DUP, _MEMOIZE, _PUT_LINE, _GET_LINE, _PROTO, _FRAME, _STOP, _REFUSED) = range(30)
-
-
-def _opcode_tables() -> tuple[bytes, bytes]:
-    """Build the scan's 256-entry class and argument-width tables.
-
-    Refused (class ``_REFUSED``): sets (no state_dict holds one, and each costs 216
-    bytes for one opcode byte), the extension registry (EXT*), out-of-band buffers and
-    every byte that is not an opcode.
-    """
-    kinds = bytearray([_REFUSED]) * 256
-    widths = bytearray(256)
-
-    def add(codes: str, kind: int, width: int = 0) -> None:
-        for code in codes:
-            kinds[ord(code)], widths[ord(code)] = kind, width
-
-    add("N\x88\x89)]}", _ATOM)  # NONE NEWTRUE NEWFALSE EMPTY_TUPLE EMPTY_LIST EMPTY_DICT
-    add("K", _ATOM, 1)  # BININT1
-    add("M", _ATOM, 2)  # BININT2
-    add("J", _ATOM, 4)  # BININT
-    add("G", _ATOM, 8)  # BINFLOAT
-    add("q", _PUT1)  # BINPUT
-    add("r", _PUT4)  # LONG_BINPUT
-    add("h", _GET1)  # BINGET
-    add("j", _GET4)  # LONG_BINGET
-    add("U\x8c\x8aC", _LEN1)  # SHORT_BINSTRING SHORT_BINUNICODE LONG1 SHORT_BINBYTES
-    add("XB", _LEN4)  # BINUNICODE BINBYTES
-    add("T\x8b", _LEN4S)  # BINSTRING LONG4 (signed lengths)
-    add("\x8d\x8e\x96", _LEN8)  # BINUNICODE8 BINBYTES8 BYTEARRAY8
-    add("(", _MARK)
-    add("tldo", _FROM_MARK)  # TUPLE LIST DICT OBJ
-    add("eu", _INTO_FROM_MARK)  # APPENDS SETITEMS
-    add("\x85Q", _POP1)  # TUPLE1 BINPERSID
-    add("\x86R\x81\x93", _POP2)  # TUPLE2 REDUCE NEWOBJ STACK_GLOBAL
-    add("\x87\x92", _POP3)  # TUPLE3 NEWOBJ_EX
-    add("ab", _INTO1)  # APPEND BUILD
-    add("s", _INTO2)  # SETITEM
-    add("ILFSVP", _LINE)  # INT LONG FLOAT STRING UNICODE PERSID
-    add("c", _GLOBAL)
-    add("i", _INST)
-    add("0", _POP)
-    add("1", _POP_MARK)
-    add("2", _DUP)
-    add("\x94", _MEMOIZE)
-    add("p", _PUT_LINE)
-    add("g", _GET_LINE)
-    add("\x80", _PROTO)
-    add("\x95", _FRAME)
-    add(".", _STOP)
-    return bytes(kinds), bytes(widths)
-
-
-_KINDS, _WIDTHS = _opcode_tables()
-_U32 = struct.Struct("<I").unpack_from
-_I32 = struct.Struct("<i").unpack_from
-_U64 = struct.Struct("<Q").unpack_from
-
-
-class _ScanError(Exception):
-    """A pickle stream failed the pre-scan; the message says where and why."""
-
-
-def _memo_index(line: bytes, pos: int) -> int:
-    text = line.strip()
-    if not text.isdigit() or len(text) > 10:
-        raise _ScanError(f"bad memo index {text[:20]!r} at byte {pos}")
-    return int(text)
-
-
-def _scan_pickle(data: bytes, start: int) -> tuple[int, int]:
-    """Check one pickle stream ``data[start:]`` up to its STOP before unpickling it.
-
-    Replays the unpickler's stack, marks and memo on nesting depths only, so that
-    nothing the C unpickler then does can allocate beyond what the stream's own bytes
-    pay for:
-
-    * memo indices (PUT, BINPUT, LONG_BINPUT) are at most the number of memo writes
-      before them (the C unpickler grows its memo array to the largest index), and
-      reads name a written index;
-    * every length (FRAME, BINBYTES8, BINUNICODE8, LONG4...) fits in the bytes left;
-    * values and MARKs nest at most ``_MAX_DEPTH`` deep (hashing a deeply nested
-      tuple overflows the C stack: a 300 kB pickle crashes ``pickle.loads``);
-    * STOP leaves exactly one value.
-
-    Only streams the C unpickler would run need an exact replay: popping through a
-    MARK is not checked here because the C unpickler refuses it at that same opcode,
-    before anything else happens. Mutations (APPEND, SETITEM, BUILD) raise the depth
-    of the container on the stack but not of its memo copies; that leaves only lists,
-    dicts and objects under-counted, and hashing (the one unguarded recursion) stops
-    at them, while tuples, immutable, are counted exactly.
-
-    The loop runs once per opcode, so it is written for speed: common classes first,
-    and a read past the end or an empty pop (``IndexError``) reported once, outside.
-
-    Returns:
-        ``(end, cost)``: the offset just past STOP and an upper bound on the bytes the
-        unpickled objects can take.
-
-    Raises:
-        _ScanError: The stream is malformed or hostile.
-    """
-    kinds, widths, u32 = _KINDS, _WIDTHS, _U32
-    end = len(data)
-    stack: list[int] = []
-    push, pop = stack.append, stack.pop
-    marks: list[int] = []  # enclosing fences
-    memo: dict[int, int] = {}
-    fence = 0  # stack length at the innermost MARK
-    puts = ops = payload = 0
-    pos = start
-    try:
-        while True:
-            op = data[pos]
-            kind = kinds[op]
-            ops += 1
-            if kind == _ATOM:
-                push(1)
-                pos += 1 + widths[op]
-            elif kind == _PUT4 or kind == _PUT1:
-                index = u32(data, pos + 1)[0] if kind == _PUT4 else data[pos + 1]
-                if index > puts:
-                    raise _ScanError(
-                        f"memo index {index} at byte {pos} exceeds the {puts} memo writes "
-                        "before it"
-                    )
-                memo[index] = stack[-1]
-                puts += 1
-                pos += 5 if kind == _PUT4 else 2
-            elif kind == _GET1:
-                push(memo[data[pos + 1]])
-                pos += 2
-            elif kind == _LEN4:
-                length = u32(data, pos + 1)[0]
-                pos += 5 + length
-                if pos > end:
-                    raise _ScanError(f"argument length {length} runs past the end of the stream")
-                payload += length
-                push(1)
-            elif kind == _MARK:
-                if len(marks) >= _MAX_DEPTH:
-                    raise _ScanError(f"MARKs nested deeper than {_MAX_DEPTH} at byte {pos}")
-                marks.append(fence)
-                fence = len(stack)
-                pos += 1
-            elif kind == _FROM_MARK:
-                depth = 1 + max(stack[fence:], default=0)
-                del stack[fence:]
-                fence = marks.pop()
-                push(depth)
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _POP2:
-                depth = max(pop(), pop()) + 1
-                push(depth)
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _POP1:
-                depth = stack[-1] = stack[-1] + 1
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _INTO1 or kind == _INTO2:
-                depth = (pop() if kind == _INTO1 else max(pop(), pop())) + 1
-                if depth > stack[-1]:  # the container below now nests the value
-                    stack[-1] = depth
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _GET4:
-                push(memo[u32(data, pos + 1)[0]])
-                pos += 5
-            elif kind == _LEN1 or kind == _LEN4S or kind == _LEN8:
-                if kind == _LEN1:
-                    length, pos = data[pos + 1], pos + 2
-                elif kind == _LEN4S:
-                    length, pos = _I32(data, pos + 1)[0], pos + 5
-                else:
-                    length, pos = _U64(data, pos + 1)[0], pos + 9
-                if length < 0 or length > end - pos:
-                    raise _ScanError(f"argument length {length} runs past the end of the stream")
-                if length > _MAX_INT_BYTES and (op == 0x8A or op == 0x8B):  # LONG1, LONG4
-                    raise _ScanError(
-                        f"an integer of {length} bytes at byte {pos - 5 if op == 0x8B else pos - 2}"
-                        f" (at most {_MAX_INT_BYTES}): a checkpoint's sizes, strides and "
-                        "offsets lie below 2**63"
-                    )
-                pos += length
-                payload += length
-                push(1)
-            elif kind == _INTO_FROM_MARK:
-                depth = 1 + max(stack[fence:], default=0)
-                del stack[fence:]
-                fence = marks.pop()
-                if depth > stack[-1]:
-                    stack[-1] = depth
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _POP3:
-                depth = max(pop(), pop(), pop()) + 1
-                push(depth)
-                pos += 1
-                if depth > _MAX_DEPTH:
-                    raise _ScanError(f"values nested deeper than {_MAX_DEPTH} at byte {pos - 1}")
-            elif kind == _LINE or kind == _GLOBAL or kind == _INST:
-                line_end = data.index(b"\n", pos + 1)
-                if (op == 0x49 or op == 0x4C) and line_end - pos > _MAX_INT_LINE:  # INT, LONG
-                    raise _ScanError(
-                        f"an integer of {line_end - pos - 1} characters at byte {pos} (at most "
-                        f"{_MAX_INT_LINE}): a checkpoint's sizes, strides and offsets lie "
-                        "below 2**63"
-                    )
-                if kind != _LINE:
-                    line_end = data.index(b"\n", line_end + 1)
-                payload += line_end - pos
-                pos = line_end + 1
-                if kind == _INST:  # instantiates from the values above its MARK
-                    del stack[fence:]
-                    fence = marks.pop()
-                push(1)
-            elif kind == _POP:
-                if len(stack) > fence:
-                    pop()
-                else:  # POP on an empty MARK pops the MARK, as the C unpickler does
-                    fence = marks.pop()
-                pos += 1
-            elif kind == _POP_MARK:
-                del stack[fence:]
-                fence = marks.pop()
-                pos += 1
-            elif kind == _DUP:
-                push(stack[-1])
-                pos += 1
-            elif kind == _MEMOIZE:
-                memo[len(memo)] = stack[-1]
-                puts += 1
-                pos += 1
-            elif kind == _PUT_LINE or kind == _GET_LINE:
-                line_end = data.index(b"\n", pos + 1)
-                index = _memo_index(data[pos + 1 : line_end], pos)
-                if kind == _GET_LINE:
-                    push(memo[index])
-                elif index > puts:
-                    raise _ScanError(
-                        f"memo index {index} at byte {pos} exceeds the {puts} memo writes "
-                        "before it"
-                    )
-                else:
-                    memo[index] = stack[-1]
-                    puts += 1
-                pos = line_end + 1
-            elif kind == _PROTO:
-                if data[pos + 1] > pickle.HIGHEST_PROTOCOL:
-                    raise _ScanError(f"unsupported pickle protocol {data[pos + 1]}")
-                pos += 2
-            elif kind == _FRAME:
-                length = _U64(data, pos + 1)[0]
-                pos += 9
-                if length > end - pos:
-                    raise _ScanError(f"frame length {length} runs past the end of the stream")
-            elif kind == _STOP:
-                if len(stack) != 1 or marks:
-                    raise _ScanError(f"STOP at byte {pos} leaves {len(stack)} values, not one")
-                return pos + 1, ops * _BYTES_PER_OPCODE + payload * _BYTES_PER_PAYLOAD_BYTE
-            else:
-                raise _ScanError(f"opcode {data[pos:pos + 1]!r} at byte {pos} is not allowed")
-    except (IndexError, KeyError, ValueError, struct.error):
-        # Reading past the end, popping an empty stack or MARK list, a memo read of an
-        # unwritten index, a line argument without its newline.
-        raise _ScanError(
-            f"truncated or inconsistent stream at byte {pos}: stack underflow, missing "
-            "STOP, missing newline or unwritten memo index"
-        ) from None
-
-
-# -------------------------------------------------------------------- stand-ins
-
-
-class _Mutation(Exception):
-    """A pickle tried to alter a reader object; turned into an UnsafeCheckpointError."""
-
-
-class _BadRecord(Exception):
-    """A stand-in refused its arguments; turned into a CheckpointError naming the file."""
-
-
-class _Frozen:
-    """Base of every object a pickle can reach: slotted (no ``__dict__``) and read-only.
-
-    BUILD calls ``__setstate__`` (or writes ``__dict__``/attributes), SETITEM calls
-    ``__setitem__``: all of them raise, so a file cannot change how the reader (or a
-    later read) decodes anything.
-    """
-
-    __slots__ = ()
-
-    def __init__(self, *values: Any) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def _refuse(self, *_args: Any) -> None:
-        raise _Mutation(f"{type(self).__name__.lstrip('_')} {getattr(self, 'name', '')}".strip())
-
-    __setattr__ = __delattr__ = __setstate__ = __setitem__ = __delitem__ = _refuse
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class _Kind(_Frozen):
-    """Stand-in for a torch storage class or dtype: how to decode the raw bytes.
-
-    Attributes:
-        name: The torch global this stands in for, e.g. ``"torch.FloatStorage"``.
-        code: NumPy type code of one stored element without byte order, e.g. ``"f4"``.
-        bfloat16: The elements are bfloat16 bit patterns stored as ``u2``.
-        itemsize: Bytes per stored element.
-    """
-
-    __slots__ = ("name", "code", "bfloat16", "itemsize")
-    name: str
-    code: str
-    bfloat16: bool
-    itemsize: int
-
-
-_STORAGE_KINDS: tuple[tuple[str, str, bool], ...] = (
-    ("torch.FloatStorage", "f4", False),
-    ("torch.DoubleStorage", "f8", False),
-    ("torch.HalfStorage", "f2", False),
-    ("torch.BFloat16Storage", "u2", True),
-    ("torch.LongStorage", "i8", False),
-    ("torch.IntStorage", "i4", False),
-    ("torch.ShortStorage", "i2", False),
-    ("torch.CharStorage", "i1", False),
-    ("torch.ByteStorage", "u1", False),
-    ("torch.BoolStorage", "b1", False),
-    ("torch.ComplexFloatStorage", "c8", False),
-    ("torch.ComplexDoubleStorage", "c16", False),
-    # Dtypes without a legacy storage class are saved as an UntypedStorage (raw
-    # bytes) plus the dtype itself, rebuilt by ``_rebuild_tensor_v3``.
-    ("torch.uint16", "u2", False),
-    ("torch.uint32", "u4", False),
-    ("torch.uint64", "u8", False),
-    ("torch.storage.UntypedStorage", "u1", False),
-)
-
-
-class _StorageRef(_Frozen):
-    """A storage named by a persistent id; its bytes are fetched after unpickling.
-
-    Attributes:
-        key: The record name (zip) or root key (legacy).
-        kind: How its elements are stored.
-        numel: The root storage's declared element count.
-        view: Legacy only: ``(view_key, offset, size)`` window of the root, in elements.
-    """
-
-    __slots__ = ("key", "kind", "numel", "view")
-    key: str
-    kind: _Kind
-    numel: int
-    view: tuple[str, int, int] | None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes the tensor may address: the view's window, else the whole storage."""
-        return (self.view[2] if self.view is not None else self.numel) * self.kind.itemsize
-
-
-class _TensorRef(_Frozen):
-    """A tensor awaiting materialisation: a strided window into a storage, checked."""
-
-    __slots__ = ("storage", "offset", "size", "stride", "kind")
-    storage: _StorageRef
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-    kind: _Kind
-
-
-class _Global(_Frozen):
-    """Stand-in for an allow-listed callable global; calling it runs ``build``."""
-
-    __slots__ = ("name", "build")
-    name: str
-    build: Callable[..., Any]
-
-    def __call__(self, *args: Any) -> Any:
-        return self.build(*args)
-
-
-def _exception_text(exc: BaseException) -> str:
-    """A foreign exception as one short line (its text may quote the file's bytes)."""
-    return f"{type(exc).__name__}: {' '.join(str(exc)[:200].split())}"
-
-
-def _describe(value: Any) -> str:
-    """A short, safe rendering of an untrusted value for an error message.
-
-    Never recursive and never long: nested or huge values (a 10**5-digit int, a deep
-    tuple) would otherwise raise while the message is being built.
-    """
-    if value is None or isinstance(value, (bool, float)):
-        return repr(value)
-    if isinstance(value, int):
-        return repr(value) if value.bit_length() <= 64 else f"an int of {value.bit_length()} bits"
-    if isinstance(value, str):
-        return repr(value[:40]) + ("..." if len(value) > 40 else "")
-    if isinstance(value, _Frozen):
-        return f"{type(value).__name__.lstrip('_')} {getattr(value, 'name', '')}".strip()
-    if isinstance(value, tuple) and len(value) <= 8 and all(
-        v is None or isinstance(v, (int, str)) for v in value
-    ):
-        return "(" + ", ".join(map(_describe, value)) + ("," if len(value) == 1 else "") + ")"
-    length = f" of length {len(value)}" if isinstance(value, (tuple, list, dict)) else ""
-    return f"a {type(value).__name__}{length}"
-
-
-def _ints(value: Any, what: str) -> tuple[int, ...]:
-    """``value`` if it is a tuple of non-negative ints (bools excluded), else raise."""
-    if type(value) is not tuple or (
-        value and (not set(map(type, value)) <= {int} or min(value) < 0
-                   or max(value) >= _MAX_INT)
-    ):
-        raise _BadRecord(f"malformed tensor record: {what} {_describe(value)}")
-    return value
-
-
-def _rebuild_tensor(
-    storage: Any, storage_offset: Any, size: Any, stride: Any, *_ignored: Any
-) -> _TensorRef:
-    """Stand-in for ``torch._utils._rebuild_tensor`` / ``_rebuild_tensor_v2``."""
-    if not isinstance(storage, _StorageRef):
-        raise _BadRecord(f"malformed tensor record: storage is {_describe(storage)}")
-    return _tensor(storage, storage_offset, size, stride, storage.kind)
-
-
-def _rebuild_tensor_v3(
-    storage: Any,
-    storage_offset: Any,
-    size: Any,
-    stride: Any,
-    requires_grad: Any,
-    backward_hooks: Any,
-    dtype: Any,
-    *_ignored: Any,
-) -> _TensorRef:
-    """Stand-in for ``torch._utils._rebuild_tensor_v3`` (raw-byte storage + dtype)."""
-    if not isinstance(storage, _StorageRef):
-        raise _BadRecord(f"malformed tensor record: storage is {_describe(storage)}")
-    if not isinstance(dtype, _Kind):
-        raise _BadRecord(f"malformed tensor record: dtype {_describe(dtype)}")
-    return _tensor(storage, storage_offset, size, stride, dtype)
-
-
-def _tensor(storage: _StorageRef, offset: Any, size: Any, stride: Any, kind: _Kind) -> _TensorRef:
-    """Validate a tensor record against its storage's declared size, then record it.
-
-    The furthest element the strided window addresses must lie inside the storage, so
-    no later step can read (or size an array) beyond the storage's bytes.
-    """
-    if type(offset) is not int or not 0 <= offset < _MAX_INT:
-        raise _BadRecord(f"malformed tensor record: storage offset {_describe(offset)}")
-    size, stride = _ints(size, "size"), _ints(stride, "stride")
-    if len(size) != len(stride) or len(size) > _MAX_NDIM:
-        raise _BadRecord(
-            f"malformed tensor record: size {_describe(size)} vs stride {_describe(stride)}"
-        )
-    if 0 not in size:
-        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if (last + 1) * kind.itemsize > storage.nbytes:
-            raise _BadRecord(
-                f"malformed tensor record: size {_describe(size)}, stride {_describe(stride)} "
-                f"and offset {offset} address element {last} of a {storage.nbytes}-byte storage"
-            )
-    elif math.prod(max(n, 1) for n in size) > _MAX_EMPTY_EXTENT:  # numpy refuses these
-        raise _BadRecord(f"malformed tensor record: size {_describe(size)}")
-    return _TensorRef(storage, offset, size, stride, kind)
-
-
-def _rebuild_parameter(data: Any, *_ignored: Any) -> Any:
-    """Stand-in for ``torch._utils._rebuild_parameter[_with_state]``: keep the data."""
-    return data
-
-
-def _make_ordered_dict(*args: Any) -> collections.OrderedDict[Any, Any]:
-    return collections.OrderedDict(*args)
-
-
-def _make_size(*args: Any) -> tuple[Any, ...]:
-    return tuple(*args)
-
-
-_CALLABLES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
-    ("collections", "OrderedDict", _make_ordered_dict),
-    ("torch._utils", "_rebuild_tensor", _rebuild_tensor),
-    ("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor),
-    ("torch._utils", "_rebuild_tensor_v3", _rebuild_tensor_v3),
-    ("torch._utils", "_rebuild_parameter", _rebuild_parameter),
-    ("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter),
-    ("torch", "Size", _make_size),
-)
-
-
-def _stand_ins() -> dict[tuple[str, str], _Frozen]:
-    """Fresh stand-ins for the allow-listed globals, made for one read only."""
-    allowed: dict[tuple[str, str], _Frozen] = {
-        (module, name): _Global(f"{module}.{name}", build) for module, name, build in _CALLABLES
-    }
-    for full_name, code, bfloat16 in _STORAGE_KINDS:
-        module, _, name = full_name.rpartition(".")
-        allowed[(module, name)] = _Kind(full_name, code, bfloat16, np.dtype(code).itemsize)
-    return allowed
-
-
 # -------------------------------------------------------------------- unpickling
 
 
@@ -668,10 +123,10 @@ class _Storages:
     __slots__ = ("declared", "source")
 
     def __init__(self, source: str) -> None:
-        self.declared: dict[str, tuple[_Kind, int]] = {}
+        self.declared: dict[str, tuple[Kind, int]] = {}
         self.source = source
 
-    def declare(self, key: str, kind: _Kind, numel: int) -> None:
+    def declare(self, key: str, kind: Kind, numel: int) -> None:
         known = self.declared.setdefault(key, (kind, numel))
         if known[0] is not kind or known[1] != numel:
             raise CheckpointError(
@@ -687,7 +142,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         file: io.BytesIO,
         source: str,
         legacy: bool,
-        allowed: dict[tuple[str, str], _Frozen],
+        allowed: dict[tuple[str, str], Frozen],
         storages: _Storages,
     ) -> None:
         super().__init__(file)
@@ -710,21 +165,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
             f"{self._source}: only tensor state_dicts are allowed"
         )
 
-    def persistent_load(self, pid: Any) -> _StorageRef:
+    def persistent_load(self, pid: Any) -> StorageRef:
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
             kind = pid[0] if isinstance(pid, tuple) and pid else pid
             raise UnsafeCheckpointError(
-                f"refusing persistent id {_describe(kind)} in checkpoint {self._source}: "
+                f"refusing persistent id {describe(kind)} in checkpoint {self._source}: "
                 "only tensor storages are allowed"
             )
         if (
             len(pid) != (6 if self._legacy else 5)
-            or not isinstance(pid[1], _Kind)
+            or not isinstance(pid[1], Kind)
             or not isinstance(pid[2], str)
             or type(pid[4]) is not int
-            or not 0 <= pid[4] < _MAX_INT // 16  # at most 16-byte elements: bytes < 2**63
+            or not 0 <= pid[4] < MAX_INT // 16  # at most 16-byte elements: bytes < 2**63
         ):
-            raise CheckpointError(f"malformed storage record {_describe(pid)} in {self._source}")
+            raise CheckpointError(f"malformed storage record {describe(pid)} in {self._source}")
         kind, key, numel = pid[1], pid[2], pid[4]
         view = pid[5] if self._legacy else None
         if view is not None:
@@ -732,14 +187,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 isinstance(view, tuple)
                 and len(view) == 3
                 and isinstance(view[0], str)
-                and all(type(v) is int and 0 <= v < _MAX_INT for v in view[1:])
+                and all(type(v) is int and 0 <= v < MAX_INT for v in view[1:])
                 and view[1] + view[2] <= numel
             ):
                 raise CheckpointError(
-                    f"malformed storage view {_describe(view)} in {self._source}"
+                    f"malformed storage view {describe(view)} in {self._source}"
                 )
         self._storages.declare(key, kind, numel)
-        return _StorageRef(key, kind, numel, view)
+        return StorageRef(key, kind, numel, view)
 
 
 class _Reader:
@@ -750,14 +205,14 @@ class _Reader:
     def __init__(self, source: str, max_bytes: int) -> None:
         self.source = source
         self.budget = _Budget(max_bytes, source)
-        self.allowed = _stand_ins()
+        self.allowed = stand_ins()
         self.storages = _Storages(source)
 
     def unpickle(self, data: bytes, start: int, legacy: bool) -> tuple[Any, int]:
         """Scan, charge and unpickle the pickle at ``data[start:]``; return it and its end."""
         try:
-            end, cost = _scan_pickle(data, start)
-        except _ScanError as exc:
+            end, cost = scan_pickle(data, start)
+        except ScanError as exc:
             raise CheckpointError(f"malformed pickle in checkpoint {self.source}: {exc}") from None
         self.budget.take(cost, "the pickle's objects")
         chunk = data if start == 0 and end == len(data) else data[start:end]
@@ -768,15 +223,15 @@ class _Reader:
             return unpickler.load(), end
         except CheckpointError:
             raise
-        except _BadRecord as exc:
+        except BadRecord as exc:
             raise CheckpointError(f"checkpoint {self.source}: {exc}") from None
-        except _Mutation as exc:
+        except Mutation as exc:
             raise UnsafeCheckpointError(
                 f"refusing checkpoint {self.source}: its pickle tries to modify {exc}"
             ) from None
         except Exception as exc:  # any other failure means the pickle stream is malformed
             raise CheckpointError(
-                f"malformed pickle in checkpoint {self.source}: {_exception_text(exc)}"
+                f"malformed pickle in checkpoint {self.source}: {exception_text(exc)}"
             ) from None
 
 
@@ -794,7 +249,7 @@ def _dtypes(byteorder: str, code: str, bfloat16: bool) -> tuple[np.dtype[Any], n
     return stored, stored.newbyteorder("=")
 
 
-def _materialise(tensor: _TensorRef, raw: memoryview | bytes, byteorder: str) -> np.ndarray:
+def _materialise(tensor: TensorRef, raw: memoryview | bytes, byteorder: str) -> np.ndarray:
     """Copy a (checked) strided view of ``raw``, the storage's bytes, into a fresh array."""
     kind = tensor.kind
     dtype, target = _dtypes(byteorder, kind.code, kind.bfloat16)
@@ -815,7 +270,7 @@ def _materialise(tensor: _TensorRef, raw: memoryview | bytes, byteorder: str) ->
     return out
 
 
-def _output_bytes(tensor: _TensorRef) -> int:
+def _output_bytes(tensor: TensorRef) -> int:
     """Bytes of the array ``_materialise`` returns (bfloat16 and float16 widen to 4)."""
     kind = tensor.kind
     itemsize = 4 if kind.bfloat16 or kind.code == "f2" else kind.itemsize
@@ -828,21 +283,21 @@ def _output_bytes(tensor: _TensorRef) -> int:
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
-def _tensors_in(mapping: Any, source: str) -> dict[str, _TensorRef]:
+def _tensors_in(mapping: Any, source: str) -> dict[str, TensorRef]:
     if not isinstance(mapping, dict):
         return {}
     tensors = {}
     for key, value in mapping.items():
-        if isinstance(value, _TensorRef):
+        if isinstance(value, TensorRef):
             if not isinstance(key, str):
                 raise CheckpointError(
-                    f"checkpoint {source} names a tensor {_describe(key)}, not a string"
+                    f"checkpoint {source} names a tensor {describe(key)}, not a string"
                 )
             tensors[key] = value
     return tensors
 
 
-def _select_tensors(obj: Any, source: str) -> dict[str, _TensorRef]:
+def _select_tensors(obj: Any, source: str) -> dict[str, TensorRef]:
     """Pick the flat ``{name: tensor}`` mapping out of the unpickled object.
 
     The first of ``state_dict``, ``model``, ``model_state_dict``, ``net`` whose value is
@@ -851,7 +306,7 @@ def _select_tensors(obj: Any, source: str) -> dict[str, _TensorRef]:
     its metric.
     """
     if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint {source} holds {_describe(obj)}, not a state_dict")
+        raise CheckpointError(f"checkpoint {source} holds {describe(obj)}, not a state_dict")
     for key in _WRAPPER_KEYS:
         tensors = _tensors_in(obj.get(key), source)
         if tensors:
@@ -864,7 +319,7 @@ def _select_tensors(obj: Any, source: str) -> dict[str, _TensorRef]:
 
 def _materialise_all(
     reader: _Reader,
-    tensors: dict[str, _TensorRef],
+    tensors: dict[str, TensorRef],
     fetch: Callable[[str], memoryview | bytes],
     byteorder: str,
 ) -> dict[str, np.ndarray]:
@@ -907,7 +362,7 @@ def _read_member(archive: zipfile.ZipFile, name: str, reader: _Reader) -> bytes:
             data = stream.read(info.file_size + 1)
     except Exception as exc:  # CRC errors, truncated members, bad headers, encryption
         raise CheckpointError(
-            f"checkpoint {source}: cannot read record {name!r}: {_exception_text(exc)}"
+            f"checkpoint {source}: cannot read record {name!r}: {exception_text(exc)}"
         ) from None
     if len(data) != info.file_size:
         raise CheckpointError(
@@ -929,14 +384,14 @@ def _zip_directory_bytes(file: io.BufferedReader, size: int) -> int:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or at + 22 > len(tail):
         return 0
-    directory = _U32(tail, at + 12)[0]
+    directory = U32(tail, at + 12)[0]
     if directory == 0xFFFFFFFF and at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":
-        record_at = _U64(tail, at - 12)[0]  # the zip64 end record, via its locator
+        record_at = U64(tail, at - 12)[0]  # the zip64 end record, via its locator
         if record_at + 56 <= size:
             file.seek(record_at)
             record = file.read(56)
             if record[:4] == b"PK\x06\x06":
-                directory = _U64(record, 40)[0]
+                directory = U64(record, 40)[0]
     return min(directory, size)
 
 
@@ -948,7 +403,7 @@ def _read_zip(reader: _Reader, file: io.BufferedReader, size: int) -> dict[str, 
         archive = zipfile.ZipFile(file)
     except Exception as exc:  # BadZipFile, OSError, struct/overflow errors in headers
         raise CheckpointError(
-            f"checkpoint {source} is a damaged zip archive: {_exception_text(exc)}"
+            f"checkpoint {source} is a damaged zip archive: {exception_text(exc)}"
         ) from None
     with archive:
         names = set(archive.namelist())
@@ -1006,7 +461,7 @@ def _read_legacy(reader: _Reader, data: bytes) -> dict[str, np.ndarray]:
     protocol, pos = reader.unpickle(data, pos, legacy=True)
     if type(protocol) is not int or protocol != _LEGACY_PROTOCOL:
         raise CheckpointError(
-            f"checkpoint {source} has unsupported legacy protocol {_describe(protocol)}"
+            f"checkpoint {source} has unsupported legacy protocol {describe(protocol)}"
         )
     sys_info, pos = reader.unpickle(data, pos, legacy=True)
     little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
@@ -1114,5 +569,5 @@ def read_checkpoint(
             file.seek(0)
             data = file.read(size)
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {source}: {_exception_text(exc)}") from exc
+        raise CheckpointError(f"cannot read checkpoint {source}: {exception_text(exc)}") from exc
     return _read_legacy(reader, data)

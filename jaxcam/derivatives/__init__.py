@@ -9,7 +9,7 @@ from jaxcam.derivatives._engines import pure_derivatives as pure_derivatives
 from jaxcam.derivatives._engines import rounded_logits as rounded_logits
 from jaxcam.derivatives._lowering import directional_derivatives as directional_derivatives
 from jaxcam.derivatives._taylor import basis_derivatives as basis_derivatives
-from jaxcam.derivatives._taylor import taylor_along as taylor_along
+from jaxcam.derivatives._series import taylor_along as taylor_along
 
 __all__ = ["DERIVATIVES", "ENGINES", "basis_derivatives", "directional_derivatives",
            "head_derivatives", "pooled_linear_parts", "pure_derivatives", "rounded_logits",

@@ -35,19 +35,12 @@ Rules, by primitive (:func:`rule_for`):
   ``jax.jvp`` of the single equation along t, exact under JAX's own rules. This is also
   the fallback for every primitive not named in the tables below.
 
-Convolutions on CPU: XLA's convolution on a batch of tiny feature maps (a few pixels,
-hundreds of channels, one map per direction) runs at a small fraction of the speed of a
-matrix product of the same size. :func:`conv_as_matmul` computes the same convolution as
-strided slices of the padded input (im2col) contracted with the kernel by
-``dot_general``; windows that lie partly in the padding are split off so that products
-with padding zeros are not formed where they would be a large part of the work (a 3x3
-convolution on a 2x2 map has 16 useful taps out of 36). Grouped convolutions contract per
-group; depthwise ones (one input channel per group) are a multiply-add over the window.
+Convolutions are lowered to matrix products (:mod:`._conv`); the truncated series'
+arithmetic is :mod:`._series`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -55,287 +48,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
-from jax import lax
+
+from jaxcam.derivatives._conv import conv_as_matmul
+from jaxcam.derivatives._series import (Series, add_terms, horner, series_compose,
+                                        series_product, series_quotient, taylor_along)
 
 Array = jax.Array
-Series = tuple  # (x1, .., xK), each an array or None (exactly zero)
 
 P = jcore.primitives
-
-# A window tap set covering at least this fraction of its padded extent is computed on the
-# padded input in one piece (the few products with padding zeros cost less than more,
-# smaller matrix products).
-_DENSE_FRACTION = 0.8
-
-# --------------------------------------------------------------------------------------
-# Convolution as matrix products
-
-
-class Run(NamedTuple):
-    """Consecutive outputs along one spatial dimension whose windows use the same taps:
-    outputs ``start .. start + count - 1``, kernel taps ``tap_lo .. tap_hi - 1``."""
-
-    start: int
-    count: int
-    tap_lo: int
-    tap_hi: int
-
-
-def conv_runs(size: int, kernel: int, stride: int, dilation: int, data: tuple[int, int],
-              dense_fraction: float = _DENSE_FRACTION) -> list[Run]:
-    """Outputs of a valid (already padded) 1-D convolution grouped by the taps that touch data.
-
-    Args:
-      size: the padded input length.
-      kernel, stride, dilation: the window.
-      data: [lo, hi), the positions of the padded input that hold data (not padding).
-      dense_fraction: if the useful taps are at least this fraction of all taps, one run
-        with every tap is returned (padding zeros included).
-
-    Returns:
-      Runs covering every output in order. Output o reads position o * stride + k *
-      dilation at tap k; a run lists only the taps that read data for all its outputs.
-    """
-    span = (kernel - 1) * dilation + 1
-    outputs = max(0, (size - span) // stride + 1)
-    if outputs == 0:
-        return []
-    lo, hi = data
-
-    def taps(o):
-        first = max(0, -((o * stride - lo) // dilation))        # ceil((lo - o s) / d)
-        last = min(kernel, (hi - 1 - o * stride) // dilation + 1)
-        return (first, last) if first < last else (0, 0)
-
-    per_output = [taps(o) for o in range(outputs)]
-    useful = sum(b - a for a, b in per_output)
-    if useful >= dense_fraction * outputs * kernel:
-        return [Run(0, outputs, 0, kernel)]
-    runs = []
-    for o, t in enumerate(per_output):
-        if runs and (runs[-1].tap_lo, runs[-1].tap_hi) == t:
-            runs[-1] = runs[-1]._replace(count=runs[-1].count + 1)
-        else:
-            runs.append(Run(o, 1, *t))
-    return runs
-
-
-def _inverse_layout(spec: Sequence[int]) -> list[int]:
-    """The permutation that takes an array in (batch, spatial.., feature) order to the
-    layout in which ``spec`` = (batch axis, feature axis, spatial axes..) are placed."""
-    nd = len(spec)
-    perm = [0] * nd
-    perm[spec[0]] = 0
-    perm[spec[1]] = nd - 1
-    for i, axis in enumerate(spec[2:]):
-        perm[axis] = 1 + i
-    return perm
-
-
-def _contract_window(patches: list[Array], kernel: Array, groups: int, precision,
-                     out_dtype) -> Array:
-    """sum over taps t and input channels of patches[t] (N, L.., C) times kernel
-    (T, C / groups, O): the output (N, L.., O) of one block of windows."""
-    t, cg, o = kernel.shape
-    lead = patches[0].shape[:-1]
-    m = math.prod(lead)
-    og = o // groups
-    if groups > 1 and cg == 1:
-        # depthwise: one input channel per group; a multiply-add over the window
-        w = kernel.reshape(t, groups, og)
-        total = None
-        for i, p in enumerate(patches):
-            term = p.reshape(m, groups, 1).astype(out_dtype) * w[i][None].astype(out_dtype)
-            total = term if total is None else total + term
-        return total.reshape(*lead, o)
-    cols = patches[0] if t == 1 else jnp.stack(patches, axis=-2)       # (N, L.., T, C)
-    if groups == 1:
-        out = lax.dot_general(cols.reshape(m, t * cg), kernel.reshape(t * cg, o),
-                              (((1,), (0,)), ((), ())), precision=precision,
-                              preferred_element_type=out_dtype)
-        return out.reshape(*lead, o)
-    lhs = cols.reshape(m, t, groups, cg)
-    rhs = kernel.reshape(t, cg, groups, og)
-    out = lax.dot_general(lhs, rhs, (((1, 3), (0, 1)), ((2,), (2,))), precision=precision,
-                          preferred_element_type=out_dtype)            # (G, M, Og)
-    return jnp.transpose(out, (1, 0, 2)).reshape(*lead, o)
-
-
-def conv_as_matmul(lhs: Array, rhs: Array, *, window_strides, padding, lhs_dilation,
-                   rhs_dilation, dimension_numbers, feature_group_count: int = 1,
-                   batch_group_count: int = 1, precision=None, preferred_element_type=None,
-                   dense_fraction: float = _DENSE_FRACTION, **_unused) -> Array:
-    """``lax.conv_general_dilated`` computed with slices, pads and ``dot_general``.
-
-    Takes the parameters of a ``conv_general_dilated`` equation (any dimension numbers,
-    strides, padding including negative padding, input and kernel dilation, feature
-    groups) and returns the same array, up to the order of floating-point sums.
-    ``batch_group_count > 1`` is passed to ``lax.conv_general_dilated`` unchanged.
-
-    The input is put in (N, spatial.., C) layout, dilated and padded with ``lax.pad``;
-    along each spatial dimension the outputs are grouped into runs whose windows read
-    data at the same taps (:func:`conv_runs`); each block of runs is one im2col matrix of
-    strided slices contracted with the matching taps of the kernel.
-    """
-    dn = dimension_numbers
-    if batch_group_count != 1 or dn is None:
-        return lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dn,
-            feature_group_count, batch_group_count, precision, preferred_element_type)
-    out_dtype = preferred_element_type or jnp.result_type(lhs.dtype, rhs.dtype)
-    d = len(window_strides)
-    x = jnp.transpose(lhs, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))
-    w = jnp.transpose(rhs, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))
-    n, c = x.shape[0], x.shape[-1]
-    sizes = [(s - 1) * dil + 1 if s > 0 else 0 for s, dil in zip(x.shape[1:-1], lhs_dilation)]
-    zero = jnp.zeros((), x.dtype)
-    x = lax.pad(x, zero, [(0, 0, 0)] + [(lo, hi, dil - 1) for (lo, hi), dil
-                                         in zip(padding, lhs_dilation)] + [(0, 0, 0)])
-    data = [(max(lo, 0), min(lo + s, x.shape[1 + i]))
-            for i, ((lo, _), s) in enumerate(zip(padding, sizes))]
-    kernel_shape = w.shape[:d]
-    runs = [conv_runs(x.shape[1 + i], kernel_shape[i], window_strides[i], rhs_dilation[i],
-                      data[i], dense_fraction) for i in range(d)]
-    out_features = w.shape[-1]
-    out_spatial = [sum(r.count for r in rs) for rs in runs]
-    if 0 in out_spatial or n == 0:
-        out = jnp.zeros((n, *out_spatial, out_features), out_dtype)
-        return jnp.transpose(out, _inverse_layout(dn.out_spec))
-
-    def block(choice: tuple[Run, ...]) -> Array:
-        counts = [r.count for r in choice]
-        taps = list(itertools.product(*[range(r.tap_lo, r.tap_hi) for r in choice]))
-        if not taps:
-            return jnp.zeros((n, *counts, out_features), out_dtype)
-        patches = []
-        for tap in taps:
-            start = [r.start * s + k * dil for r, k, s, dil
-                     in zip(choice, tap, window_strides, rhs_dilation)]
-            limit = [b + (cnt - 1) * s + 1 for b, cnt, s in zip(start, counts, window_strides)]
-            patches.append(lax.slice(x, (0, *start, 0), (n, *limit, c),
-                                     (1, *window_strides, 1)))
-        kernel = lax.slice(w, (*[r.tap_lo for r in choice], 0, 0),
-                           (*[r.tap_hi for r in choice], *w.shape[d:]))
-        kernel = kernel.reshape(len(taps), *w.shape[d:])
-        return _contract_window(patches, kernel, feature_group_count, precision, out_dtype)
-
-    def assemble(prefix: tuple[Run, ...]) -> Array:
-        axis = len(prefix)
-        if axis == d:
-            return block(prefix)
-        parts = [assemble(prefix + (r,)) for r in runs[axis]]
-        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1 + axis)
-
-    return jnp.transpose(assemble(()), _inverse_layout(dn.out_spec))
-
-
-# --------------------------------------------------------------------------------------
-# Truncated Taylor series: coefficient k of t^k, k = 1..K; None is an exact zero.
-
-
-def _add(x, y):
-    if x is None:
-        return y
-    if y is None:
-        return x
-    return x + y
-
-
-def _scale(c, x):
-    return None if x is None else c * x
-
-
-def series_product(a0: Array, a: Series, b0: Array, b: Series,
-                   product: Callable[[Array, Array], Array]) -> Series:
-    """Coefficients of (a0 + a(t)) * (b0 + b(t)) for a bilinear ``product``:
-    y_k = sum_(j=0..k) product(a_j, b_(k-j)), skipping exact zeros."""
-    order = max(len(a), len(b))
-    full_a, full_b = (a0, *a), (b0, *b)
-    out = []
-    for k in range(1, order + 1):
-        total = None
-        for j in range(k + 1):
-            if full_a[j] is None or full_b[k - j] is None:
-                continue
-            total = _add(total, product(full_a[j], full_b[k - j]))
-        out.append(total)
-    return tuple(out)
-
-
-def series_power_terms(s: Series) -> list[Series]:
-    """[s, s^2, .., s^K] of a series with zero constant term, truncated at order K
-    (coefficients k = 1..K; s^m starts at t^m)."""
-    order = len(s)
-    powers = [tuple(s)]
-    for _ in range(1, order):
-        prev = powers[-1]
-        nxt = []
-        for k in range(1, order + 1):
-            total = None
-            for j in range(1, k):
-                if s[j - 1] is None or prev[k - j - 1] is None:
-                    continue
-                total = _add(total, s[j - 1] * prev[k - j - 1])
-            nxt.append(total)
-        powers.append(tuple(nxt))
-    return powers
-
-
-def series_compose(derivatives: Sequence[Array], s: Series) -> Series:
-    """Coefficients of f(x0 + s(t)) from f^(m)(x0), m = 1..K (Faa di Bruno):
-    y_k = sum_m f^(m)(x0) / m! [s^m]_k."""
-    out = [None] * len(s)
-    for m, power in enumerate(series_power_terms(s), start=1):
-        factor = derivatives[m - 1] / math.factorial(m)
-        for k, coeff in enumerate(power):
-            if coeff is not None:
-                out[k] = _add(out[k], factor * coeff)
-    return tuple(out)
-
-
-def series_quotient(z0: Array, a: Series | None, b0: Array, b: Series) -> Series:
-    """Coefficients of z = a / b from z0 = a0 / b0: z_k = (a_k - sum_(j>=1) b_j z_(k-j)) / b0."""
-    order = len(b)
-    a = a or (None,) * order
-    z = [z0]
-    for k in range(1, order + 1):
-        total = a[k - 1]
-        for j in range(1, k + 1):
-            if b[j - 1] is None or z[k - j] is None:
-                continue
-            term = b[j - 1] * z[k - j]
-            total = -term if total is None else total - term
-        z.append(None if total is None else total / b0)
-    return tuple(z[1:])
-
-
-def _horner(t: Array, x0: Array, s: Series) -> Array:
-    """x0 + s_1 t + .. + s_K t^K, by Horner's rule."""
-    acc = None
-    for coeff in reversed(s):
-        inner = _add(coeff, acc)
-        acc = None if inner is None else t * inner
-    return x0 if acc is None else x0 + acc
-
-
-def nested_jvp(fn: Callable[[Array], tuple], t0: Array, order: int) -> list[tuple]:
-    """[d^k/dt^k fn(t) at t0 for k = 1..order] for a function of a scalar returning a
-    tuple of arrays, by ``order`` nested ``jax.jvp`` with unit tangent."""
-    one = jnp.ones_like(t0)
-
-    def lift(f):
-        def lifted(t):
-            primals, tangents = jax.jvp(f, (t,), (one,))
-            return (*primals, *tangents)
-        return lifted
-
-    g = fn
-    for _ in range(order):
-        g = lift(g)
-    values = g(t0)
-    m = len(values) >> order
-    return [tuple(values[(2**k - 1) * m:(2**k - 1) * m + m]) for k in range(1, order + 1)]
-
 
 # --------------------------------------------------------------------------------------
 # Rules
@@ -467,8 +187,9 @@ def _primal_rule(rule: str, eqn, invals: list, depends: list[bool], order: int):
 
         x0 = invals[i]
         outvals = bind(eqn, *invals)
-        derivs = nested_jvp(lambda t: (f(x0 + t),), jnp.zeros((), x0.dtype), order)
-        return outvals, [d[0] for d in derivs], out_dep
+        zero = jnp.zeros((), x0.dtype)
+        derivs = taylor_along(lambda t: f(x0 + t), zero, jnp.ones_like(zero), order)
+        return outvals, list(derivs), out_dep
     if rule == "piecewise_linear":
         dep = [i for i, flag in enumerate(depends) if flag]
 
@@ -538,7 +259,7 @@ def _series_linear(eqn, rec: Record, ins: list) -> list:
             terms = [None if s is None else s[k] for s in ins]
             if p is P.sub_p and terms[1] is not None:
                 terms[1] = -terms[1]
-            total = _add(terms[0], terms[1])
+            total = add_terms(terms[0], terms[1])
             if total is not None and total.shape != shape:
                 total = jnp.broadcast_to(total, shape)
             out.append(total)
@@ -598,17 +319,18 @@ def _series_generic(eqn, rec: Record, ins: list) -> list:
     order = len(next(s for s in ins if s is not None))
     dtype = next(v for v, s in zip(rec.invals, ins) if s is not None).dtype
 
-    def along(t):
-        args = [x0 if s is None else _horner(t.astype(jnp.result_type(x0)), x0, s)
-                for x0, s in zip(rec.invals, ins)]
-        return tuple(bind(eqn, *args))
+    floats = [j for j, v in enumerate(eqn.outvars) if _is_float(v.aval)]
 
-    derivs = nested_jvp(along, jnp.zeros((), dtype), order)
-    outs = []
-    for j, v in enumerate(eqn.outvars):
-        outs.append(tuple(derivs[k][j] / math.factorial(k + 1) for k in range(order))
-                    if _is_float(v.aval) else None)
-    return outs
+    def along(t):  # the floating-point outputs (the others have no series)
+        args = [x0 if s is None else horner(t.astype(jnp.result_type(x0)), x0, s)
+                for x0, s in zip(rec.invals, ins)]
+        outvals = bind(eqn, *args)
+        return tuple(outvals[j] for j in floats)
+
+    zero = jnp.zeros((), dtype)
+    derivs = dict(zip(floats, taylor_along(along, zero, jnp.ones_like(zero), order)))
+    return [tuple(derivs[j][k] / math.factorial(k + 1) for k in range(order))
+            if j in derivs else None for j in range(len(eqn.outvars))]
 
 
 def _series_eqn(eqn, rec: Record, ins: list) -> list:

@@ -27,32 +27,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxcam.derivatives import _lowering
+from jaxcam.derivatives._series import taylor_along
 from jaxcam._chunking import chunked_map
 
 Array = jax.Array
 PROPAGATIONS = ("series", "nested_jvp")
-
-
-def taylor_along(fn: Callable[[Array], Array], a: Array, v: Array, order: int) -> Array:
-    """[d^k/dt^k fn(a + t v) at t = 0 for k = 1..order], by nested ``jax.jvp``.
-
-    ``fn`` may return any shape (or pytree); the result has a leading axis of length
-    ``order`` (on every leaf).
-    One nesting level per order: level j turns every value into (value, derivative along
-    v), so after ``order`` levels the entry at index 2^k - 1 is the k-th derivative.
-    """
-    def lift(f):
-        def lifted(x):
-            primals, tangents = jax.jvp(f, (x,), (v,))
-            return (*primals, *tangents)
-        return lifted
-
-    g = lambda x: (fn(x),)  # noqa: E731
-    for _ in range(order):
-        g = lift(g)
-    values = g(a)
-    return jax.tree_util.tree_map(lambda *d: jnp.stack(d),
-                                  *(values[2**k - 1] for k in range(1, order + 1)))
 
 
 def _identity(coefficients: Array) -> Array:

@@ -26,7 +26,7 @@ from flax import struct
 from jaxcam._checks import check_class_range
 from jaxcam.targets._links import LINKS, bell, check_link, link_names, class_gradient, class_taylor
 from jaxcam.splitting._split import describe, split_shapes
-from jaxcam.derivatives._taylor import taylor_along
+from jaxcam.derivatives._series import taylor_along
 from jaxcam.targets import ClassScore, Target
 
 Array = jax.Array

@@ -17,8 +17,10 @@ import pytest
 
 import jaxcam
 from jaxcam.derivatives import _lowering
-from jaxcam.derivatives._lowering import Run, conv_as_matmul, conv_runs, directional_derivatives
-from jaxcam.derivatives._taylor import basis_derivatives, taylor_along
+from jaxcam.derivatives._conv import Run, conv_as_matmul, conv_runs
+from jaxcam.derivatives._lowering import directional_derivatives
+from jaxcam.derivatives import taylor_along
+from jaxcam.derivatives._taylor import basis_derivatives
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 NCHW = ("NCHW", "OIHW", "NCHW")
