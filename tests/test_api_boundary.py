@@ -238,36 +238,6 @@ def test_closed_over_x_inside_a_callers_jit_is_checked(tiny_split, tiny_x):
         explain(tiny_x.at[1, 2, 3, 0].set(jnp.nan))
 
 
-def test_cli_and_benchmarks_use_only_the_public_api():
-    """The command line and the benchmarks are users of jaxcam: they import its public
-    names only (no ``jaxcam._x`` module, no private attribute), besides the command
-    line's own modules (``jaxcam.cli._x``)."""
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    offenders = []
-    for path in [*sorted((root / "jaxcam" / "cli").glob("*.py")),
-                 *sorted((root / "jaxcam" / "bench").glob("*.py")),
-                 *sorted((root / "benchmarks").glob("*.py"))]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                    and node.value.id == "jaxcam":
-                names = [f"jaxcam.{node.attr}"]
-            for name in names:
-                parts = name.split(".")
-                own = path.parent.name == "cli" and parts[:2] == ["jaxcam", "cli"]
-                if parts[0] == "jaxcam" and not own and any(
-                        p.startswith("_") and not p.endswith("__") for p in parts[1:]):
-                    offenders.append(f"{path.name}:{node.lineno} {name}")
-    assert not offenders, offenders
-
-
 def test_the_installed_package_stands_on_its_own():
     """Nothing in jaxcam/ or pretrained_ports/ edits sys.path or imports the clone's
     benchmarks/ or tests/ (a wheel has neither; .ci/wheel runs it away from the clone)."""

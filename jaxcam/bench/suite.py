@@ -247,10 +247,11 @@ def _floor(setup: Setup, case: Case, x, classes) -> tuple[dict, callable, float]
         ablates = "channels" in info.chunks
         axis = "channels" if ablates else "masks"
         chunk = dict(case.options).get("chunk_size", jaxcam.chunking.DEFAULT_CHUNKS[axis])
-        a = jax.jit(lambda split, x: split.activations(x))(setup.split, x[:1])
-        k = a.shape[-1]
+        k = jax.eval_shape(setup.split.activations, jax.ShapeDtypeStruct(
+            (1, setup.size, setup.size, 3), np.float32)).shape[-1]
         scale = k * len(x) / chunk
         if ablates:
+            a = jax.jit(lambda split, x: split.activations(x))(setup.split, x[:1])
             head = jax.jit(lambda split, a: split.logits_from(a))
             a_chunk = jax.device_put(jnp.repeat(a, chunk, 0))
             return ({"kind": "ablated_head", "evaluations": int(k * len(x))},

@@ -87,17 +87,21 @@ def test_no_import_cycles():
 PRIVATE_ALLOWED = {("test_registry.py", "jaxcam.methods._registry")}
 
 
-def private_imports(tests: Path) -> set[tuple[str, str]]:
-    """(file, module) for every import of a private module of the packages (a part after
-    the first with a leading underscore) in the test files directly under ``tests``."""
+def private_imports(paths) -> set[tuple[str, str]]:
+    """(file name, private module or name) for every reach into a private part of the
+    packages (a part after the first with a leading underscore) in the files ``paths``:
+    imports, and attributes of ``jaxcam`` itself (``jaxcam._x``)."""
     found = set()
-    for path in sorted(tests.glob("*.py")):
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id == "jaxcam":
+                names = [f"jaxcam.{node.attr}"]
             for name in names:
                 parts = name.split(".")
                 if parts[0] in PACKAGES and any(p.startswith("_") and not p.startswith("__")
@@ -110,11 +114,25 @@ def private_imports(tests: Path) -> set[tuple[str, str]]:
 def test_private_imports_are_found_by_hand(tmp_path):
     (tmp_path / "test_a.py").write_text("import jaxcam\nfrom jaxcam.viz import overlay\n"
                                         "from jaxcam.methods import _registry\n"
-                                        "from jaxcam.viz._read import read_image\n")
-    assert private_imports(tmp_path) == {("test_a.py", "jaxcam.methods._registry"),
-                                         ("test_a.py", "jaxcam.viz._read")}
+                                        "from jaxcam.viz._read import read_image\n"
+                                        "jaxcam._checks.check_choice\n")
+    assert private_imports([tmp_path / "test_a.py"]) == {
+        ("test_a.py", "jaxcam.methods._registry"), ("test_a.py", "jaxcam.viz._read"),
+        ("test_a.py", "jaxcam._checks")}
 
 
 def test_only_the_internal_tests_import_private_modules():
     """Tests of behaviour use the public API; tests of private modules live here."""
-    assert private_imports(ROOT / "tests") == PRIVATE_ALLOWED
+    assert private_imports(sorted((ROOT / "tests").glob("*.py"))) == PRIVATE_ALLOWED
+
+
+def test_cli_and_benchmarks_use_only_the_public_api():
+    """The command line and the benchmarks are users of jaxcam: they reach its public
+    names only, besides the command line's own modules (``jaxcam.cli._x``)."""
+    cli = sorted((ROOT / "jaxcam" / "cli").glob("*.py"))
+    others = [*sorted((ROOT / "jaxcam" / "bench").glob("*.py")),
+              *sorted((ROOT / "benchmarks").glob("*.py"))]
+    assert cli and others
+    offenders = {(name, private) for name, private in private_imports(cli)
+                 if not private.startswith("jaxcam.cli._")}
+    assert offenders | private_imports(others) == set()
